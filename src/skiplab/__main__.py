@@ -1,0 +1,3 @@
+from skiplab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""The interface every skiplab network shares, and the small parts several families use.
+
+Every model is a :class:`SkipNet`:
+
+- ``forward(x) == forward_head(forward_features(x))``;
+- ``feature_info``: one :class:`FeatureInfo` per stage (channels, reduction), in the order of
+  ``forward_intermediates(x)``, so that U-Net and FPN decoders can sit on any backbone;
+- ``iter_blocks()`` yields ``(name, block)`` for every unit that owns a skip connection, so
+  that analysis code can hook or lesion blocks without knowing the architecture;
+- ``set_grad_checkpointing(True)`` recomputes blocks in backward to save memory;
+- a wrong input raises ``ValueError`` naming the expected and the given shape before any
+  convolution runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage of a backbone: the module that produces it, its channels and its stride."""
+
+    module: str
+    num_chs: int
+    reduction: int
+
+
+class SkipNet(nn.Module):
+    """Base class: input checks, block iteration and gradient checkpointing.
+
+    Subclasses set ``model_name``, ``in_chans``, ``min_input_size`` (smallest H and W the net
+    accepts) and ``feature_info``, and implement ``forward_features``, ``forward_head``,
+    ``forward_intermediates`` and ``iter_blocks``.
+    """
+
+    model_name: str = "skipnet"
+    in_chans: int = 3
+    min_input_size: int = 1
+    feature_info: list[FeatureInfo]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+
+    # -- input -------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is a float batch (N, in_chans, H, W) large enough."""
+        expected = f"(N, {self.in_chans}, H, W)"
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{self.model_name} expects a tensor {expected}; got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{self.model_name} expects input of shape {expected}; got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{self.model_name} expects a floating-point input; got dtype {x.dtype} "
+                "(convert and normalise images first, e.g. x.float() / 255)"
+            )
+        h, w = x.shape[-2], x.shape[-1]
+        if h < self.min_input_size or w < self.min_input_size:
+            raise ValueError(
+                f"{self.model_name} needs H and W >= {self.min_input_size} (its total stride); "
+                f"got input of shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # -- structure ---------------------------------------------------------------------------
+    def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block in backward instead of storing its activations."""
+        self.grad_checkpointing = bool(enable)
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``block``, through activation checkpointing when it is switched on."""
+        if self.grad_checkpointing and torch.is_grad_enabled() and self.training:
+            return checkpoint(
+                block, x, use_reentrant=False, context_fn=lambda: _forward_and_recompute(block)
+            )
+        return block(x)
+
+
+def _forward_and_recompute(block: nn.Module):
+    # The first context runs the real forward; the second the recomputation in backward, which
+    # must not update BatchNorm running statistics a second time.
+    return _noop(), frozen_bn_stats(block)
+
+
+@contextmanager
+def _noop():
+    yield
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """Run ``module`` in train mode without changing any BatchNorm running statistic.
+
+    Used for recomputation under gradient checkpointing: momentum 0 keeps running_mean/var
+    exactly as they are, and the batch counter is restored on exit.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a residual branch per sample in training.
+
+    Kept branches are scaled by 1 / (1 - p) so that the expectation is unchanged.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1); got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def check_choice(what: str, value, allowed) -> None:
+    """Raise ``ValueError`` naming the allowed values when ``value`` is not one of them."""
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {list(allowed)}; got {value!r}")
+
+
+def check_positive_int(what: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer; got {value!r}")

@@ -1,0 +1,1 @@
+"""densenet family (being written; registers nothing yet)."""

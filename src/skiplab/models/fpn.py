@@ -1,0 +1,1 @@
+"""fpn family (being written; registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""highway family (being written; registers nothing yet)."""

@@ -1,0 +1,155 @@
+"""Loading published weights into skiplab models, safely.
+
+Files are read with ``torch.load(weights_only=True)`` (or safetensors), never with unsafe
+unpickling: a file that needs it is refused. Known layouts are converted explicitly and the
+conversion is reported:
+
+- ``{"state_dict": {...}, "best_prec1": ...}`` wrappers (the public CIFAR ResNet checkpoints of
+  Yerlan Idelbayev, option A, trained on the original CIFAR-10);
+- a ``module.`` prefix left by ``DataParallel``;
+- a classifier named ``linear`` (skiplab and torchvision call it ``fc``);
+- BatchNorm ``num_batches_tracked`` buffers missing from files saved before PyTorch 0.4.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Input normalisation those public CIFAR checkpoints were trained with (ImageNet statistics).
+CIFAR_CHECKPOINT_MEAN = (0.485, 0.456, 0.406)
+CIFAR_CHECKPOINT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did.
+
+    Attributes:
+        path: The file loaded.
+        sha256: Its SHA-256 digest.
+        conversions: Human-readable list of the key conversions applied.
+        metadata: Non-tensor entries stored beside the weights (e.g. ``best_prec1``).
+    """
+
+    path: Path
+    sha256: str
+    conversions: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def reported_accuracy(self) -> float | None:
+        """Top-1 accuracy (%) the checkpoint's authors recorded, when the file carries it."""
+        value = self.metadata.get("best_prec1")
+        return None if value is None else float(value)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_weights_file(path: str | Path) -> dict:
+    """Read a ``.safetensors`` or torch file without executing code from it.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if the file is not a plain tensor file (it would need unsafe unpickling,
+            or it is corrupt), naming the file and the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"cannot read safetensors file {path}: {exc}") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"refusing to load {path}: it is not a plain weights file and loading it would "
+            f"execute code from the file (weights_only=True rejected it: {str(exc).splitlines()[0]})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"cannot read weights file {path}: {exc}") from exc
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
+    """Load weights from ``path`` into ``model`` strictly, converting known layouts.
+
+    Args:
+        model: A skiplab (or torchvision) model whose architecture matches the file.
+        path: ``.safetensors``, ``.pth``/``.pt``/``.th`` torch file.
+
+    Returns:
+        A :class:`LoadReport` with the digest, the conversions applied and any metadata.
+
+    Raises:
+        ValueError: for an unsafe or unreadable file, or when keys or shapes do not match
+            (the message lists missing and unexpected keys).
+
+    Example:
+        >>> model = create_model("resnet20")
+        >>> report = load_pretrained(model, "../shared/weights/resnet20-12fca82f.th")
+        >>> report.reported_accuracy
+        91.78...
+    """
+    path = Path(path)
+    raw = read_weights_file(path)
+    report = LoadReport(path=path, sha256=sha256_file(path))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} holds a {type(raw).__name__}, not a dict of weights")
+    state = raw
+    if "state_dict" in raw and isinstance(raw["state_dict"], dict):
+        state = raw["state_dict"]
+        report.metadata = {k: v for k, v in raw.items() if k != "state_dict"}
+        report.conversions.append("unwrapped the 'state_dict' entry")
+    non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise ValueError(f"{path}: entries that are not tensors: {non_tensors[:5]}")
+
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+        report.conversions.append("stripped the DataParallel 'module.' prefix")
+    own = model.state_dict()
+    if any(k.startswith("linear.") for k in state) and "fc.weight" in own:
+        state = {("fc." + k[len("linear.") :] if k.startswith("linear.") else k): v
+                 for k, v in state.items()}
+        report.conversions.append("renamed classifier 'linear' to 'fc'")
+    missing_counters = [k for k in own if k.endswith("num_batches_tracked") and k not in state]
+    if missing_counters:
+        state = dict(state)
+        for k in missing_counters:
+            state[k] = torch.zeros_like(own[k])
+        report.conversions.append(
+            f"added {len(missing_counters)} BatchNorm num_batches_tracked counters "
+            "(absent from files saved before PyTorch 0.4.1)"
+        )
+
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match {type(model).__name__}: missing keys {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
+            f"{' ...' if len(unexpected) > 8 else ''}"
+        )
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        k, got, want = wrong[0]
+        raise ValueError(f"{path}: {len(wrong)} shape mismatches, e.g. {k}: file {got}, model {want}")
+    model.load_state_dict(state, strict=True)
+    return report

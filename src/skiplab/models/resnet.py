@@ -1,0 +1,310 @@
+"""The ResNet family: original, plain control and pre-activation; ImageNet and CIFAR.
+
+One network class, :class:`ResNet`, built from a :class:`ResNetConfig`; every registered
+variant is a row of data below. The state_dict names follow torchvision (``conv1, bn1,
+layer1..4, downsample.0/1, fc``) so that torchvision weights load strictly.
+
+Papers:
+    He et al. 2015, arXiv:1512.03385: Table 1 (ImageNet 18..152), section 4.2 (CIFAR 6n+2).
+    He et al. 2016, arXiv:1603.05027: pre-activation units; CIFAR 110/164/1001 (Table 2/3),
+    ImageNet 200 (Table 5).
+    Xie et al. 2017 (ResNeXt), Zagoruyko & Komodakis 2016 (Wide ResNet) via torchvision's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from skiplab.models._base import (
+    FeatureInfo,
+    SkipNet,
+    check_choice,
+    check_positive_int,
+)
+from skiplab.models.resnet_blocks import BLOCKS, SHORTCUTS, conv3x3, make_shortcut
+from skiplab.registry import register_model
+
+STEMS = ("imagenet", "cifar")
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Everything that distinguishes one ResNet from another.
+
+    Attributes:
+        block: "basic" (3x3, 3x3) or "bottleneck" (1x1, 3x3, 1x1, expansion 4).
+        layers: Units per stage, e.g. (3, 4, 6, 3) for ResNet-50, (n, n, n) for CIFAR.
+        widths: ``planes`` per stage (block output = planes * expansion).
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max pool) or "cifar" (3x3/1 conv).
+        stem_width: Channels after the stem convolution.
+        preact: Pre-activation units (He et al. 2016) instead of the original ones.
+        shortcut: "A", "B", "C" or "none" (plain control network).
+        num_classes: Classifier outputs (0: no classifier, forward returns pooled features).
+        in_chans: Input channels.
+        groups, width_per_group: ResNeXt cardinality and width (bottleneck only).
+        stride_in_1x1: Put a downsampling bottleneck's stride on the first 1x1 (Caffe models).
+        zero_init_residual: Start every residual branch at zero (last BN gamma or last conv).
+        drop_path_rate: Stochastic depth; rate rises linearly from 0 to this over the units.
+    """
+
+    block: str
+    layers: tuple[int, ...]
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    stem: str = "imagenet"
+    stem_width: int = 64
+    preact: bool = False
+    shortcut: str = "B"
+    num_classes: int = 1000
+    in_chans: int = 3
+    groups: int = 1
+    width_per_group: int = 64
+    stride_in_1x1: bool = False
+    zero_init_residual: bool = False
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("block", self.block, ("basic", "bottleneck"))
+        check_choice("stem", self.stem, STEMS)
+        check_choice("shortcut", self.shortcut, SHORTCUTS)
+        if len(self.layers) != len(self.widths) or not self.layers:
+            raise ValueError(
+                f"layers and widths need one entry per stage; got {self.layers} and {self.widths}"
+            )
+        for n in self.layers:
+            check_positive_int("units per stage", n)
+        check_positive_int("in_chans", self.in_chans)
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
+            self.num_classes < 0
+        ):
+            raise ValueError(f"num_classes must be an integer >= 0; got {self.num_classes!r}")
+        check_positive_int("groups", self.groups)
+        check_positive_int("width_per_group", self.width_per_group)
+        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+            raise ValueError("groups and width_per_group apply to bottleneck blocks only")
+        if self.block == "basic" and self.stride_in_1x1:
+            raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
+        if not isinstance(self.drop_path_rate, int | float) or not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1); got {self.drop_path_rate!r}")
+        for flag in ("preact", "stride_in_1x1", "zero_init_residual"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers as the papers count them: convs in the units + stem conv + fc."""
+        per_unit = 2 if self.block == "basic" else 3
+        return per_unit * sum(self.layers) + 2
+
+    def with_overrides(self, overrides: dict) -> ResNetConfig:
+        """Copy with user overrides; an unknown key raises naming the allowed ones."""
+        allowed = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for ResNet; allowed: {sorted(allowed)}")
+        if "layers" in overrides:
+            overrides = {**overrides, "layers": tuple(overrides["layers"])}
+        if "widths" in overrides:
+            overrides = {**overrides, "widths": tuple(overrides["widths"])}
+        return replace(self, **overrides)
+
+
+class ResNet(SkipNet):
+    """Residual network (or its plain control, with ``shortcut="none"``).
+
+    Shapes for an ImageNet net at 224x224: stem -> (N, 64, 56, 56); layer1..4 at strides
+    4, 8, 16, 32; pooled features (N, 512 * expansion); logits (N, num_classes).
+    For a CIFAR net at 32x32: stem -> (N, 16, 32, 32); layer1..3 at strides 1, 2, 4.
+    """
+
+    def __init__(self, cfg: ResNetConfig, model_name: str = "resnet") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model_name = model_name
+        self.in_chans = cfg.in_chans
+        self.num_classes = cfg.num_classes
+        block_cls = BLOCKS[(cfg.block, cfg.preact)]
+        norm = nn.BatchNorm2d
+
+        # Stem. A pre-activation CIFAR net has no BN after conv1: the first unit's BN-ReLU does it.
+        if cfg.stem == "imagenet":
+            self.conv1 = nn.Conv2d(cfg.in_chans, cfg.stem_width, 7, 2, 3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.bn1 = norm(cfg.stem_width)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            stem_reduction = 4
+            self.feature_info = [FeatureInfo("relu", cfg.stem_width, 2)]
+        else:
+            self.conv1 = conv3x3(cfg.in_chans, cfg.stem_width)
+            if not cfg.preact:
+                self.bn1 = norm(cfg.stem_width)
+                self.relu = nn.ReLU(inplace=True)
+            stem_reduction = 1
+            self.feature_info = [FeatureInfo("relu" if not cfg.preact else "conv1",
+                                             cfg.stem_width, 1)]
+
+        # Stages. Stochastic depth rises linearly over all units (Huang et al. 2016).
+        total_units = sum(cfg.layers)
+        unit_index = 0
+        inplanes = cfg.stem_width
+        reduction = stem_reduction
+        self.stage_names: list[str] = []
+        for i, (n_units, planes) in enumerate(zip(cfg.layers, cfg.widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            units = []
+            for j in range(n_units):
+                s = stride if j == 0 else 1
+                out_ch = planes * block_cls.expansion
+                rate = cfg.drop_path_rate * unit_index / max(total_units - 1, 1)
+                units.append(
+                    block_cls(
+                        inplanes,
+                        planes,
+                        s,
+                        make_shortcut(cfg.shortcut, inplanes, out_ch, s,
+                                      None if cfg.preact else norm),
+                        groups=cfg.groups,
+                        base_width=cfg.width_per_group,
+                        norm_layer=norm,
+                        residual=cfg.shortcut != "none",
+                        drop_path=rate,
+                        stride_in_1x1=cfg.stride_in_1x1,
+                    )
+                )
+                inplanes = out_ch
+                unit_index += 1
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*units))
+            self.stage_names.append(name)
+            self.feature_info.append(FeatureInfo(name, inplanes, reduction))
+
+        self.num_features = inplanes
+        if cfg.preact:
+            # Pre-activation nets end with BN-ReLU before pooling (2016 paper, Appendix).
+            self.norm = norm(inplanes)
+            self.final_act = nn.ReLU(inplace=True)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(inplanes, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.min_input_size = reduction  # the total stride: smaller inputs vanish
+        if cfg.zero_init_residual:
+            for _, unit in self.iter_blocks():
+                unit.zero_init_last()
+
+    # -- structure ---------------------------------------------------------------------------
+    def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:
+        for stage in self.stage_names:
+            for j, unit in enumerate(getattr(self, stage)):
+                yield f"{stage}.{j}", unit
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    # -- forward -----------------------------------------------------------------------------
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if hasattr(self, "bn1"):
+            x = self.relu(self.bn1(x))
+        return x
+
+    def _stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        for unit in getattr(self, name):
+            x = self.run_block(unit, x)
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of the stem and of every stage, in ``feature_info`` order.
+
+        Stage outputs of a pre-activation net are taken before the final BN-ReLU.
+        """
+        self.check_input(x)
+        x = self._stem(x)
+        outs = [x]
+        if self.cfg.stem == "imagenet":
+            x = self.maxpool(x)
+        for name in self.stage_names:
+            x = self._stage(name, x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) image -> last feature map, (N, num_features, H/32, W/32) on ImageNet."""
+        x = self.forward_intermediates(x)[-1]
+        if self.cfg.preact:
+            x = self.final_act(self.norm(x))
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        return x if pre_logits else self.fc(x)
+
+
+# -- the registered variants, as rows of data -----------------------------------------------------
+IMAGENET = (3, 224, 224)
+CIFAR = (3, 32, 32)
+
+
+def _cifar(n: int, block: str = "basic", **kw) -> ResNetConfig:
+    return ResNetConfig(block=block, layers=(n, n, n), widths=(16, 32, 64), stem="cifar",
+                        stem_width=16, num_classes=10, **kw)
+
+
+# name: (family, default input, config)
+RESNET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], ResNetConfig]] = {
+    # He et al. 2015, Table 1; option B (projection where shapes change) as in torchvision.
+    "resnet18": ("resnet", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2))),
+    "resnet34": ("resnet", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3))),
+    "resnet50": ("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 4, 6, 3))),
+    "resnet101": ("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 4, 23, 3))),
+    "resnet152": ("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 8, 36, 3))),
+    "resnext50_32x4d": ("resnext", IMAGENET,
+                        ResNetConfig("bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4)),
+    "resnext101_32x8d": ("resnext", IMAGENET,
+                         ResNetConfig("bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8)),
+    "wide_resnet50_2": ("wide_resnet", IMAGENET,
+                        ResNetConfig("bottleneck", (3, 4, 6, 3), width_per_group=128)),
+    "wide_resnet101_2": ("wide_resnet", IMAGENET,
+                         ResNetConfig("bottleneck", (3, 4, 23, 3), width_per_group=128)),
+    # Plain controls of He et al. 2015 (Table 2): the same layers, no additions.
+    "plain18": ("plain", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2), shortcut="none")),
+    "plain34": ("plain", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3), shortcut="none")),
+    # Pre-activation ImageNet nets, He et al. 2016 (Table 5 has 152 and 200).
+    "preact_resnet18": ("preact_resnet", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2), preact=True)),
+    "preact_resnet34": ("preact_resnet", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3), preact=True)),
+    "preact_resnet50": ("preact_resnet", IMAGENET,
+                        ResNetConfig("bottleneck", (3, 4, 6, 3), preact=True)),
+    "preact_resnet101": ("preact_resnet", IMAGENET,
+                         ResNetConfig("bottleneck", (3, 4, 23, 3), preact=True)),
+    "preact_resnet152": ("preact_resnet", IMAGENET,
+                         ResNetConfig("bottleneck", (3, 8, 36, 3), preact=True)),
+    "preact_resnet200": ("preact_resnet", IMAGENET,
+                         ResNetConfig("bottleneck", (3, 24, 36, 3), preact=True)),
+    # CIFAR, He et al. 2015 section 4.2: 6n+2 layers, option A shortcuts.
+    **{f"resnet{6 * n + 2}": ("cifar_resnet", CIFAR, _cifar(n, shortcut="A"))
+       for n in (3, 5, 7, 9, 18, 200)},
+    **{f"plain{6 * n + 2}": ("cifar_plain", CIFAR, _cifar(n, shortcut="none"))
+       for n in (3, 5, 7, 9, 18)},
+    # CIFAR pre-activation, He et al. 2016: 110 (basic), 164 and 1001 (bottleneck, 9n+2).
+    "preact_resnet110": ("cifar_preact_resnet", CIFAR, _cifar(18, preact=True, shortcut="B")),
+    "preact_resnet164": ("cifar_preact_resnet", CIFAR,
+                         _cifar(18, "bottleneck", preact=True, shortcut="B")),
+    "preact_resnet1001": ("cifar_preact_resnet", CIFAR,
+                          _cifar(111, "bottleneck", preact=True, shortcut="B")),
+}
+
+
+def _register(name: str, family: str, input_size: tuple[int, int, int], cfg: ResNetConfig) -> None:
+    def build(**overrides) -> ResNet:
+        return ResNet(cfg.with_overrides(overrides), model_name=name)
+
+    build.__name__ = name
+    build.__doc__ = f"{name}: {family}, depth {cfg.depth}. Overrides: any ResNetConfig field."
+    register_model(name, family=family, input_size=input_size, depth=cfg.depth)(build)
+
+
+for _name, (_family, _input, _cfg) in RESNET_VARIANTS.items():
+    _register(_name, _family, _input, _cfg)

@@ -1,0 +1,315 @@
+"""Residual units and their shortcuts.
+
+He et al. 2015, "Deep Residual Learning for Image Recognition" (arXiv:1512.03385):
+BasicBlock (3x3, 3x3) and Bottleneck (1x1 reduce, 3x3, 1x1 expand), ReLU after the addition.
+He et al. 2016, "Identity Mappings in Deep Residual Networks" (arXiv:1603.05027):
+PreActBasic and PreActBottleneck, BN -> ReLU -> conv, nothing after the addition.
+
+Every block has the same constructor signature and an ``expansion`` attribute, as in
+torchvision. The shortcut is a module passed in (``downsample``; None means identity), and
+``residual=False`` removes the addition altogether, which turns the block into a unit of a
+plain control network with the same layers and parameter names.
+
+Shortcut options (paper section 3.3): "A" identity, zero-padding + subsampling where shapes
+change (no parameters); "B" identity, projection where shapes change; "C" projection
+everywhere; "none" no addition (plain net).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skiplab.models._base import DropPath
+
+SHORTCUTS = ("A", "B", "C", "none")
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, 3, stride, padding=dilation, groups=groups, bias=False,
+                     dilation=dilation)
+    return _he_init(conv)
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return _he_init(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False))
+
+
+def _he_init(conv: nn.Conv2d) -> nn.Conv2d:
+    # He et al. 2015 ("Delving deep into rectifiers") init, fan_out as in torchvision.
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+class PadShortcut(nn.Module):
+    """Option A shortcut: subsample by ``stride`` and zero-pad the new channels.
+
+    The padding is split evenly before and after the existing channels, the layout of the
+    widely used public CIFAR checkpoints (so that their weights keep their accuracy). No
+    parameters.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        if out_ch < in_ch:
+            raise ValueError(f"option A cannot reduce channels ({in_ch} -> {out_ch}); use 'B'")
+        self.stride = stride
+        self.pad_before = (out_ch - in_ch) // 2
+        self.pad_after = out_ch - in_ch - self.pad_before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad_before, self.pad_after))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, pad=({self.pad_before}, {self.pad_after})"
+
+
+def make_shortcut(
+    kind: str,
+    in_ch: int,
+    out_ch: int,
+    stride: int,
+    norm_layer: type[nn.Module] | None,
+) -> nn.Module | None:
+    """Build the ``downsample`` module for one block, or None for a plain identity.
+
+    Args:
+        kind: "A", "B", "C" or "none".
+        norm_layer: BatchNorm class after a projection; None for pre-activation nets, whose
+            projection sees an already normalised input (He et al. 2016 code).
+    """
+    shape_changes = stride != 1 or in_ch != out_ch
+    if kind == "none" or (kind in ("A", "B") and not shape_changes):
+        return None
+    if kind == "A":
+        return PadShortcut(in_ch, out_ch, stride)
+    if norm_layer is None:
+        return nn.Sequential(conv1x1(in_ch, out_ch, stride))
+    return nn.Sequential(conv1x1(in_ch, out_ch, stride), norm_layer(out_ch))
+
+
+class _ResidualUnit(nn.Module):
+    """What every unit shares: the skip path, the addition switch and stochastic depth."""
+
+    expansion = 1
+
+    def _setup_skip(self, downsample: nn.Module | None, residual: bool, drop_path: float) -> None:
+        if not residual and downsample is not None:
+            raise ValueError("a block without residual addition cannot have a downsample shortcut")
+        self.downsample = downsample
+        self.residual = residual
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut path alone: what the unit computes when its residual branch is deleted
+        (Veit et al. 2016 lesion)."""
+        return x if self.downsample is None else self.downsample(x)
+
+
+class BasicBlock(_ResidualUnit):
+    """Two 3x3 convolutions; ReLU after the addition (paper Fig. 2, Table 1 18/34 layers)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: type[nn.Module] | None = None,
+        *,
+        residual: bool = True,
+        drop_path: float = 0.0,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError(f"BasicBlock supports groups=1, base_width=64; got {groups}, {base_width}")
+        if stride_in_1x1:
+            raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilation)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation)
+        self.bn2 = norm_layer(planes)
+        self._setup_skip(downsample, residual, drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = self.drop_path(out) + self.skip(x)
+        return self.relu(out)
+
+    def zero_init_last(self) -> None:
+        """Zero the last BN's gamma: the residual branch starts at 0 (Goyal et al. 2017)."""
+        nn.init.zeros_(self.bn2.weight)
+
+
+class Bottleneck(_ResidualUnit):
+    """1x1 reduce, 3x3, 1x1 expand (x4); ReLU after the addition (paper Fig. 5, Table 1).
+
+    The stride of a downsampling unit sits on the 3x3 convolution by default (torchvision,
+    "ResNet v1.5") and on the first 1x1 with ``stride_in_1x1=True`` (the paper's Caffe models).
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: type[nn.Module] | None = None,
+        *,
+        residual: bool = True,
+        drop_path: float = 0.0,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
+        width = int(planes * (base_width / 64.0)) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(inplanes, width, s1)
+        self.bn1 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, s3, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self._setup_skip(downsample, residual, drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = self.drop_path(out) + self.skip(x)
+        return self.relu(out)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+
+class _PreActUnit(_ResidualUnit):
+    """Pre-activation skip: a projection sees the pre-activated input, identity/pad the raw one
+    (He et al. 2016 code, ``preresnet.lua``)."""
+
+    def _setup_skip(self, downsample, residual, drop_path) -> None:
+        super()._setup_skip(downsample, residual, drop_path)
+        self.project_preact = downsample is not None and any(
+            True for _ in downsample.parameters()
+        )
+
+    def _add(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        if not self.residual:
+            return out
+        return self.drop_path(out) + self.skip(pre if self.project_preact else x)
+
+
+class PreActBasic(_PreActUnit):
+    """BN-ReLU-3x3, BN-ReLU-3x3, then the addition and nothing after it (2016 paper Fig. 1b)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: type[nn.Module] | None = None,
+        *,
+        residual: bool = True,
+        drop_path: float = 0.0,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError(f"PreActBasic supports groups=1, base_width=64; got {groups}, {base_width}")
+        if stride_in_1x1:
+            raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
+        norm_layer = norm_layer or nn.BatchNorm2d
+        self.bn1 = norm_layer(inplanes)
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilation)
+        self.bn2 = norm_layer(planes)
+        self.conv2 = conv3x3(planes, planes, dilation=dilation)
+        self.relu = nn.ReLU()  # not in-place: the pre-activation may feed the shortcut
+        self._setup_skip(downsample, residual, drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return self._add(out, x, pre)
+
+    def zero_init_last(self) -> None:
+        """Zero the last convolution: with no BN after it, this makes the branch output 0."""
+        nn.init.zeros_(self.conv2.weight)
+
+
+class PreActBottleneck(_PreActUnit):
+    """BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1(x4), then the addition (2016 paper, Table 2/3)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: type[nn.Module] | None = None,
+        *,
+        residual: bool = True,
+        drop_path: float = 0.0,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        norm_layer = norm_layer or nn.BatchNorm2d
+        width = int(planes * (base_width / 64.0)) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.bn1 = norm_layer(inplanes)
+        self.conv1 = conv1x1(inplanes, width, s1)
+        self.bn2 = norm_layer(width)
+        self.conv2 = conv3x3(width, width, s3, groups, dilation)
+        self.bn3 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.relu = nn.ReLU()
+        self._setup_skip(downsample, residual, drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return self._add(out, x, pre)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv3.weight)
+
+
+BLOCKS: dict[tuple[str, bool], type[_ResidualUnit]] = {
+    ("basic", False): BasicBlock,
+    ("bottleneck", False): Bottleneck,
+    ("basic", True): PreActBasic,
+    ("bottleneck", True): PreActBottleneck,
+}

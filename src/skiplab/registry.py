@@ -1,0 +1,120 @@
+"""Model registry: every network in skiplab is created by name.
+
+Usage::
+
+    @register_model(family="resnet", input_size=(3, 224, 224), depth=50)
+    def resnet50(**overrides) -> nn.Module: ...
+
+    model = create_model("resnet50", num_classes=10)
+    list_models("resnet*")
+
+A factory receives the user's overrides and is responsible for validating them (the model
+configs do so in their ``__post_init__``); the registry only knows names and metadata.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+TASKS = ("classification", "segmentation")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about one model name.
+
+    Attributes:
+        name: Registered name, e.g. ``"resnet50"``.
+        family: Family the model belongs to, e.g. ``"resnet"``, ``"plain"``, ``"preact_resnet"``.
+        build: Factory called as ``build(**overrides)``.
+        input_size: Default input ``(C, H, W)``.
+        depth: Number of weighted layers as the paper counts them (None where not meaningful).
+        task: ``"classification"`` or ``"segmentation"``.
+    """
+
+    name: str
+    family: str
+    build: Callable[..., nn.Module]
+    input_size: tuple[int, int, int]
+    depth: int | None
+    task: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str | None = None,
+    *,
+    family: str,
+    input_size: tuple[int, int, int],
+    depth: int | None = None,
+    task: str = "classification",
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers a model factory under ``name`` (default: the function's name).
+
+    Raises:
+        ValueError: if the name is already registered or the task is unknown.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}")
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered (family {_REGISTRY[key].family})")
+        _REGISTRY[key] = ModelEntry(key, family, fn, tuple(input_size), depth, task)
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the models package runs every family's @register_model.
+    import skiplab.models  # noqa: F401
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """Return the registry entry for ``name``.
+
+    Raises:
+        KeyError: for an unknown name, listing the closest known names.
+    """
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint} (see `skiplab models` for all names)")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered model, passing ``overrides`` (num_classes, shortcut, ...) through.
+
+    Example:
+        >>> model = create_model("resnet20", num_classes=100, shortcut="B")
+    """
+    return get_model_entry(name).build(**overrides)
+
+
+def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
+    """Registered names matching a shell-style ``pattern`` (and ``family``), sorted naturally."""
+    _ensure_loaded()
+    names = [
+        n
+        for n, e in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern) and (family is None or e.family == family)
+    ]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> list:
+    # "resnet110" after "resnet56": compare digit runs as numbers.
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

@@ -1,0 +1,32 @@
+"""Shared test set-up: the ModelTester parametrisation and the shared/ data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_generate_tests(metafunc):
+    # A ModelTester subclass lists its registered model names in `names`; each of its tests
+    # that takes a `name` argument runs once per model.
+    cls = metafunc.cls
+    if cls is not None and "name" in metafunc.fixturenames and getattr(cls, "names", None):
+        metafunc.parametrize("name", list(cls.names))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """The project's ../shared folder; tests that need it skip when it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED}")
+    return SHARED
