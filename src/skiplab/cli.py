@@ -1,7 +1,7 @@
 """The ``skiplab`` command line.
 
-    skiplab models [PATTERN] [--family F] [--json]   table of registered models
-    skiplab summary NAME [--input-size C H W]       per-stage shapes, parameters and MACs
+skiplab models [PATTERN] [--family F] [--json]   table of registered models
+skiplab summary NAME [--input-size C H W]       per-stage shapes, parameters and MACs
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ def _fmt_macs(n: int) -> str:
 
 
 def _print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     print(line(headers))
     print("  ".join("-" * w for w in widths))
@@ -48,8 +51,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     _print_table(
         ["name", "family", "depth", "input", "params", "MACs (the paper's FLOPs)"],
-        [[r.name, r.family, str(r.depth or "-"), "x".join(map(str, r.input_size)),
-          _fmt_int(r.params), _fmt_macs(r.macs)] for r in rows],
+        [
+            [
+                r.name,
+                r.family,
+                str(r.depth or "-"),
+                "x".join(map(str, r.input_size)),
+                _fmt_int(r.params),
+                _fmt_macs(r.macs),
+            ]
+            for r in rows
+        ],
         right={2, 4, 5},
     )
     return 0
@@ -61,20 +73,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     size = tuple(args.input_size) if args.input_size else None
     rows = stage_summary(args.name, size)
     total = model_row(args.name, size)
-    print(f"{args.name}: input {'x'.join(map(str, total.input_size))}, "
-          f"{_fmt_int(total.params)} parameters, {_fmt_macs(total.macs)} MACs")
+    print(
+        f"{args.name}: input {'x'.join(map(str, total.input_size))}, "
+        f"{_fmt_int(total.params)} parameters, {_fmt_macs(total.macs)} MACs"
+    )
     _print_table(
         ["module", "output shape", "params", "MACs"],
-        [[r.name, "x".join(map(str, r.output_shape)), _fmt_int(r.params), _fmt_macs(r.macs)]
-         for r in rows],
+        [
+            [r.name, "x".join(map(str, r.output_shape)), _fmt_int(r.params), _fmt_macs(r.macs)]
+            for r in rows
+        ],
         right={2, 3},
     )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skiplab", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="skiplab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered models with parameters and MACs")

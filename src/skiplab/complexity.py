@@ -62,8 +62,9 @@ def model_row(name: str, input_size: tuple[int, int, int] | None = None, **overr
     size = tuple(input_size or entry.input_size)
     with torch.device("meta"):
         model = create_model(name, **overrides)
-    return ModelRow(name, entry.family, entry.depth, size, count_parameters(model),
-                    count_macs(model, size))
+    return ModelRow(
+        name, entry.family, entry.depth, size, count_parameters(model), count_macs(model, size)
+    )
 
 
 @dataclass
@@ -74,8 +75,9 @@ class StageRow:
     macs: int
 
 
-def stage_summary(name: str, input_size: tuple[int, int, int] | None = None,
-                  **overrides) -> list[StageRow]:
+def stage_summary(
+    name: str, input_size: tuple[int, int, int] | None = None, **overrides
+) -> list[StageRow]:
     """Per-top-level-module output shape, parameters and MACs of one registered model.
 
     Each direct child of the model that runs in the forward pass gets a row, in execution
@@ -90,10 +92,12 @@ def stage_summary(name: str, input_size: tuple[int, int, int] | None = None,
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for child_name, child in model.named_children():
+
         def hook(_m, _inp, out, child_name=child_name):
             if child_name not in shapes:
                 order.append(child_name)
             shapes[child_name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+
         hooks.append(child.register_forward_hook(hook))
     x = torch.zeros((1, *size), device="meta")
     try:

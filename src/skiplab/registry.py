@@ -67,7 +67,9 @@ def register_model(
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
         if key in _REGISTRY:
-            raise ValueError(f"model {key!r} is already registered (family {_REGISTRY[key].family})")
+            raise ValueError(
+                f"model {key!r} is already registered (family {_REGISTRY[key].family})"
+            )
         _REGISTRY[key] = ModelEntry(key, family, fn, tuple(input_size), depth, task)
         return fn
 

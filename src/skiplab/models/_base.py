@@ -54,7 +54,9 @@ class SkipNet(nn.Module):
         """Raise ``ValueError`` unless ``x`` is a float batch (N, in_chans, H, W) large enough."""
         expected = f"(N, {self.in_chans}, H, W)"
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{self.model_name} expects a tensor {expected}; got {type(x).__name__}")
+            raise ValueError(
+                f"{self.model_name} expects a tensor {expected}; got {type(x).__name__}"
+            )
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"{self.model_name} expects input of shape {expected}; got {tuple(x.shape)}"
@@ -110,8 +112,10 @@ def frozen_bn_stats(module: nn.Module):
     exactly as they are, and the batch counter is restored on exit.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
-             for m in norms]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
     try:
         for m in norms:
             m.momentum = 0.0

@@ -80,7 +80,8 @@ def read_weights_file(path: str | Path) -> dict:
     except pickle.UnpicklingError as exc:
         raise ValueError(
             f"refusing to load {path}: it is not a plain weights file and loading it would "
-            f"execute code from the file (weights_only=True rejected it: {str(exc).splitlines()[0]})"
+            "execute code from the file "
+            f"(weights_only=True rejected it: {str(exc).splitlines()[0]})"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"cannot read weights file {path}: {exc}") from exc
@@ -125,8 +126,10 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         report.conversions.append("stripped the DataParallel 'module.' prefix")
     own = model.state_dict()
     if any(k.startswith("linear.") for k in state) and "fc.weight" in own:
-        state = {("fc." + k[len("linear.") :] if k.startswith("linear.") else k): v
-                 for k, v in state.items()}
+        state = {
+            ("fc." + k[len("linear.") :] if k.startswith("linear.") else k): v
+            for k, v in state.items()
+        }
         report.conversions.append("renamed classifier 'linear' to 'fc'")
     missing_counters = [k for k in own if k.endswith("num_batches_tracked") and k not in state]
     if missing_counters:
@@ -146,10 +149,15 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
             f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
             f"{' ...' if len(unexpected) > 8 else ''}"
         )
-    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
-             if tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [
+        (k, tuple(state[k].shape), tuple(v.shape))
+        for k, v in own.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
     if wrong:
         k, got, want = wrong[0]
-        raise ValueError(f"{path}: {len(wrong)} shape mismatches, e.g. {k}: file {got}, model {want}")
+        raise ValueError(
+            f"{path}: {len(wrong)} shape mismatches, e.g. {k}: file {got}, model {want}"
+        )
     model.load_state_dict(state, strict=True)
     return report

@@ -77,8 +77,10 @@ class ResNetConfig:
         for n in self.layers:
             check_positive_int("units per stage", n)
         check_positive_int("in_chans", self.in_chans)
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or (
-            self.num_classes < 0
+        if (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or (self.num_classes < 0)
         ):
             raise ValueError(f"num_classes must be an integer >= 0; got {self.num_classes!r}")
         check_positive_int("groups", self.groups)
@@ -144,8 +146,9 @@ class ResNet(SkipNet):
                 self.bn1 = norm(cfg.stem_width)
                 self.relu = nn.ReLU(inplace=True)
             stem_reduction = 1
-            self.feature_info = [FeatureInfo("relu" if not cfg.preact else "conv1",
-                                             cfg.stem_width, 1)]
+            self.feature_info = [
+                FeatureInfo("relu" if not cfg.preact else "conv1", cfg.stem_width, 1)
+            ]
 
         # Stages. Stochastic depth rises linearly over all units (Huang et al. 2016).
         total_units = sum(cfg.layers)
@@ -166,8 +169,9 @@ class ResNet(SkipNet):
                         inplanes,
                         planes,
                         s,
-                        make_shortcut(cfg.shortcut, inplanes, out_ch, s,
-                                      None if cfg.preact else norm),
+                        make_shortcut(
+                            cfg.shortcut, inplanes, out_ch, s, None if cfg.preact else norm
+                        ),
                         groups=cfg.groups,
                         base_width=cfg.width_per_group,
                         norm_layer=norm,
@@ -212,7 +216,10 @@ class ResNet(SkipNet):
         return x
 
     def _stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        for unit in getattr(self, name):
+        stage = getattr(self, name)
+        if not self.grad_checkpointing:
+            return stage(x)  # a call of the stage module itself, so that hooks on it fire
+        for unit in stage:
             x = self.run_block(unit, x)
         return x
 
@@ -249,11 +256,19 @@ CIFAR = (3, 32, 32)
 
 
 def _cifar(n: int, block: str = "basic", **kw) -> ResNetConfig:
-    return ResNetConfig(block=block, layers=(n, n, n), widths=(16, 32, 64), stem="cifar",
-                        stem_width=16, num_classes=10, **kw)
+    return ResNetConfig(
+        block=block,
+        layers=(n, n, n),
+        widths=(16, 32, 64),
+        stem="cifar",
+        stem_width=16,
+        num_classes=10,
+        **kw,
+    )
 
 
 # name: (family, default input, config)
+# fmt: off
 RESNET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], ResNetConfig]] = {
     # He et al. 2015, Table 1; option B (projection where shapes change) as in torchvision.
     "resnet18": ("resnet", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2))),
@@ -273,8 +288,10 @@ RESNET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], ResNetConfig]] = {
     "plain18": ("plain", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2), shortcut="none")),
     "plain34": ("plain", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3), shortcut="none")),
     # Pre-activation ImageNet nets, He et al. 2016 (Table 5 has 152 and 200).
-    "preact_resnet18": ("preact_resnet", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2), preact=True)),
-    "preact_resnet34": ("preact_resnet", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3), preact=True)),
+    "preact_resnet18": ("preact_resnet", IMAGENET,
+                        ResNetConfig("basic", (2, 2, 2, 2), preact=True)),
+    "preact_resnet34": ("preact_resnet", IMAGENET,
+                        ResNetConfig("basic", (3, 4, 6, 3), preact=True)),
     "preact_resnet50": ("preact_resnet", IMAGENET,
                         ResNetConfig("bottleneck", (3, 4, 6, 3), preact=True)),
     "preact_resnet101": ("preact_resnet", IMAGENET,
@@ -295,6 +312,7 @@ RESNET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], ResNetConfig]] = {
     "preact_resnet1001": ("cifar_preact_resnet", CIFAR,
                           _cifar(111, "bottleneck", preact=True, shortcut="B")),
 }
+# fmt: on
 
 
 def _register(name: str, family: str, input_size: tuple[int, int, int], cfg: ResNetConfig) -> None:

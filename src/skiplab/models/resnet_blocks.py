@@ -26,9 +26,12 @@ from skiplab.models._base import DropPath
 SHORTCUTS = ("A", "B", "C", "none")
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(in_ch, out_ch, 3, stride, padding=dilation, groups=groups, bias=False,
-                     dilation=dilation)
+def conv3x3(
+    in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> nn.Conv2d:
+    conv = nn.Conv2d(
+        in_ch, out_ch, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+    )
     return _he_init(conv)
 
 
@@ -131,7 +134,9 @@ class BasicBlock(_ResidualUnit):
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError(f"BasicBlock supports groups=1, base_width=64; got {groups}, {base_width}")
+            raise ValueError(
+                f"BasicBlock supports groups=1, base_width=64; got {groups}, {base_width}"
+            )
         if stride_in_1x1:
             raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -209,9 +214,7 @@ class _PreActUnit(_ResidualUnit):
 
     def _setup_skip(self, downsample, residual, drop_path) -> None:
         super()._setup_skip(downsample, residual, drop_path)
-        self.project_preact = downsample is not None and any(
-            True for _ in downsample.parameters()
-        )
+        self.project_preact = downsample is not None and any(True for _ in downsample.parameters())
 
     def _add(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
         if not self.residual:
@@ -241,7 +244,9 @@ class PreActBasic(_PreActUnit):
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError(f"PreActBasic supports groups=1, base_width=64; got {groups}, {base_width}")
+            raise ValueError(
+                f"PreActBasic supports groups=1, base_width=64; got {groups}, {base_width}"
+            )
         if stride_in_1x1:
             raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
         norm_layer = norm_layer or nn.BatchNorm2d
