@@ -1,0 +1,1 @@
+"""Analyses of skip connections: gradient flow, lesions and paths, complexity tables."""
