@@ -79,3 +79,12 @@ def test_python_dash_m_entry_point():
         check=True,
     )
     assert "plain20" in proc.stdout and "269,722" in proc.stdout
+
+
+def test_stage_summary_expands_containers_that_hold_stages():
+    rows = stage_summary("densenet_bc100_k12")
+    by_name = {r.name: r for r in rows}
+    assert by_name["features.denseblock1"].output_shape == (1, 216, 32, 32)
+    total = model_row("densenet_bc100_k12")
+    assert sum(r.params for r in rows) == total.params == 769_162
+    assert sum(r.macs for r in rows) == total.macs

@@ -75,30 +75,47 @@ class StageRow:
     macs: int
 
 
+def _summary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Direct children of the model, with any child that holds a ``feature_info`` stage
+    (e.g. DenseNet's ``features``) replaced by its own children, so that stages get rows."""
+    stage_paths = [f.module for f in getattr(model, "feature_info", [])]
+    rows = []
+    for name, child in model.named_children():
+        if any(p.startswith(name + ".") for p in stage_paths):
+            rows += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
+        else:
+            rows.append((name, child))
+    return rows
+
+
 def stage_summary(
     name: str, input_size: tuple[int, int, int] | None = None, **overrides
 ) -> list[StageRow]:
-    """Per-top-level-module output shape, parameters and MACs of one registered model.
+    """Per-module output shape, parameters and MACs of one registered model.
 
-    Each direct child of the model that runs in the forward pass gets a row, in execution
-    order (for a ResNet: conv1, bn1, relu, maxpool, layer1..4, avgpool, fc).
+    Rows are the model's top-level modules in execution order (for a ResNet: conv1, bn1, relu,
+    maxpool, layer1..4, avgpool, fc); a container that holds the stages (DenseNet's
+    ``features``) is shown one level deeper. Rows follow module registration order. Modules
+    that never run are left out, and their parameters are reported in a last row
+    ``(not run)`` so that the column still sums up.
     """
     entry = get_model_entry(name)
     size = tuple(input_size or entry.input_size)
     with torch.device("meta"):
         model = create_model(name, **overrides)
     model.eval()
+    modules = _summary_modules(model)
     order: list[str] = []
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
-    for child_name, child in model.named_children():
+    for module_name, module in modules:
 
-        def hook(_m, _inp, out, child_name=child_name):
-            if child_name not in shapes:
-                order.append(child_name)
-            shapes[child_name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+        def hook(_m, _inp, out, module_name=module_name):
+            if module_name not in shapes:
+                order.append(module_name)
+            shapes[module_name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
 
-        hooks.append(child.register_forward_hook(hook))
+        hooks.append(module.register_forward_hook(hook))
     x = torch.zeros((1, *size), device="meta")
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -106,11 +123,33 @@ def stage_summary(
     finally:
         for h in hooks:
             h.remove()
+    # MACs per row from the leaf modules (convs, linears) under it: a container that the model
+    # iterates instead of calling (a DenseNet block) has no count of its own.
     per_module = counter.get_flop_counts()
+    root = type(model).__name__
+    leaf_macs = {
+        n: sum(per_module.get(f"{root}.{n}", {}).values()) // 2
+        for n, m in model.named_modules()
+        if n and not list(m.children())
+    }
+    # Stages that ran piecewise get their shape from forward_intermediates.
+    if any(n not in shapes for n, _ in modules) and hasattr(model, "forward_intermediates"):
+        with torch.no_grad():
+            feats = model.forward_intermediates(x)
+        for info, f in zip(model.feature_info, feats, strict=True):
+            if info.module in dict(modules) and info.module not in shapes:
+                shapes[info.module] = tuple(f.shape)
     rows = []
-    for child_name in order:
-        key = f"{type(model).__name__}.{child_name}"
-        flops = sum(per_module.get(key, {}).values())
-        params = count_parameters(getattr(model, child_name))
-        rows.append(StageRow(child_name, shapes[child_name], params, flops // 2))
+    for module_name, module in modules:
+        macs = sum(
+            v for n, v in leaf_macs.items() if n == module_name or n.startswith(module_name + ".")
+        )
+        if module_name not in shapes and macs == 0:
+            continue
+        rows.append(
+            StageRow(module_name, shapes.get(module_name, ()), count_parameters(module), macs)
+        )
+    idle = sum(count_parameters(m) for n, m in modules if n not in {r.name for r in rows})
+    if idle:
+        rows.append(StageRow("(not run)", (), idle, 0))
     return rows
