@@ -1,0 +1,185 @@
+"""What every experiment shares: settings, the results file, and the run/report protocol.
+
+An experiment runs in four steps, each reading only what the previous one wrote:
+
+1. ``run(settings, folder)`` trains/measures and returns raw results (JSON-serialisable); the
+   runner writes them to ``folder/results.json`` together with the settings, software versions,
+   git revision, device and wall time. Curves also go to CSV files in ``folder``.
+2. ``figures(results, folder)`` draws PNG and SVG figures from those results only.
+3. ``verdicts(results)`` computes each claim's verdict from the numbers.
+4. ``section(results, figures, verdicts)`` writes the experiment's part of ``report.md``.
+
+Steps 2-4 run again, without training, in ``skiplab report RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from skiplab.experiments.verdict import Verdict
+
+BUDGETS = ("quick", "standard", "paper")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How ``skiplab reproduce`` was asked to run.
+
+    Attributes:
+        out_dir: Run folder; each experiment writes into ``out_dir/<name>/``.
+        budget: "quick" (synthetic data, small nets, minutes on CPU), "standard" (CIFAR-10,
+            minutes on a GPU) or "paper" (the papers' schedules).
+        data: Dataset name for ``skiplab.data.load_dataset`` (e.g. "synthetic", "cifar10").
+        data_dir: Where the dataset lives (None for synthetic data).
+        device: "cpu" or "cuda".
+        seeds: Number of seeds (0, 1, ..., seeds-1); results report mean and std over them.
+    """
+
+    out_dir: Path
+    budget: str = "quick"
+    data: str = "synthetic"
+    data_dir: Path | None = None
+    device: str = "cpu"
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {list(BUDGETS)}; got {self.budget!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda'; got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        return d
+
+
+@dataclass
+class Figure:
+    """A figure written by an experiment: file stem (PNG and SVG beside it) and caption."""
+
+    stem: str
+    caption: str
+
+
+class Experiment:
+    """Base class; subclasses set ``name``, ``title`` and ``paper`` and implement the steps."""
+
+    name: str = ""
+    title: str = ""
+    paper: str = ""
+
+    def run(self, settings: Settings, folder: Path) -> dict:
+        raise NotImplementedError
+
+    def figures(self, results: dict, folder: Path) -> list[Figure]:
+        return []
+
+    def verdicts(self, results: dict) -> list[Verdict]:
+        return []
+
+    def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class ResultsFile:
+    """The content of ``<run>/<experiment>/results.json``."""
+
+    experiment: str
+    settings: dict
+    environment: dict
+    seconds: float
+    results: dict = field(default_factory=dict)
+
+
+def environment_info(device: str) -> dict:
+    """Software versions, git revision and device, recorded with every result."""
+    import torchvision
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "git_revision": _git_revision(),
+    }
+    if device == "cuda":
+        info["cuda_device"] = torch.cuda.get_device_name()
+    return info
+
+
+def _git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    if out.returncode != 0:
+        return "unknown (not a git checkout)"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON through a temporary file and ``os.replace``, so a crash leaves no half file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_one(experiment: Experiment, settings: Settings) -> ResultsFile:
+    """Run ``experiment`` and write its ``results.json`` (step 1)."""
+    folder = settings.out_dir / experiment.name
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = experiment.run(settings, folder)
+    record = ResultsFile(
+        experiment=experiment.name,
+        settings=settings.as_dict(),
+        environment=environment_info(settings.device),
+        seconds=round(time.perf_counter() - start, 2),
+        results=results,
+    )
+    write_json_atomic(folder / "results.json", asdict(record))
+    return record
+
+
+def load_results(folder: Path) -> ResultsFile:
+    """Read ``folder/results.json``; a missing or malformed file raises naming the path."""
+    path = folder / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}: run the experiment first")
+    try:
+        data = json.loads(path.read_text())
+        return ResultsFile(**data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"malformed results file {path}: {exc}") from exc
