@@ -1,1 +1,538 @@
-"""unet family (being written; registers nothing yet)."""
+"""U-Net: the paper's unpadded net, a padded BatchNorm variant, and U-Nets on any backbone.
+
+Ronneberger, Fischer & Brox 2015, "U-Net: Convolutional Networks for Biomedical Image
+Segmentation" (arXiv:1505.04597), section 2 and Fig. 1: a contracting path of levels of two
+unpadded 3x3 convolutions + ReLU with a 2x2 max pool between levels (64 -> 1024 channels); an
+expansive path of 2x2 up-convolutions that halve the channels, concatenation with the centre crop
+of the encoder map of the same level ("copy and crop"), two 3x3 convolutions; a final 1x1
+convolution. 23 convolutional layers; a 572x572 tile gives a 388x388 map.
+
+All variants share one decoder (segmentation_models_pytorch style: it takes the encoder's
+channels, and a :class:`DecoderBlock` shows its ``skip_channels``). The encoder is the paper's
+(:class:`UNetEncoder`) or any registered backbone with ``feature_info`` and
+``forward_intermediates``. ``skip=False`` drops the concatenations: the ablation for the paper's
+claim (section 1) that the skips carry the high-resolution features needed for precise
+localisation. Only the first convolution of each decoder block gets narrower.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from skiplab.models._base import FeatureInfo, SkipNet, check_choice, check_positive_int
+from skiplab.registry import get_model_entry, register_model
+
+UPSAMPLING = ("transpose", "bilinear")
+
+
+# -- size arithmetic ------------------------------------------------------------------------------
+def _unpadded_walk(size: int, depth: int) -> tuple[list[int], list[int]] | None:
+    """Map sizes of an unpadded U-Net: (after each encoder level, after each decoder block).
+
+    None when a map before a 2x2 max pool is odd (the pool would drop a row, and the skip crop
+    would no longer be centred) or a map vanishes. Each level's two 3x3 convolutions trim 4.
+    """
+    encoder: list[int] = []
+    for level in range(depth):
+        if level > 0:
+            if size % 2:
+                return None
+            size //= 2
+        size -= 4
+        if size < 1:
+            return None
+        encoder.append(size)
+    decoder: list[int] = []
+    for _ in range(depth - 1):
+        size = 2 * size - 4  # 2x2 up-convolution, then two 3x3 convolutions
+        if size < 1:
+            return None
+        decoder.append(size)
+    return encoder, decoder
+
+
+def _unpadded_input_for(output_size: int, depth: int) -> int | None:
+    # Undo the expansive path (each block: x2, -4), then climb the contracting path back up.
+    size = output_size
+    for _ in range(depth - 1):
+        size += 4
+        if size % 2:
+            return None
+        size //= 2
+    for _ in range(depth - 1):
+        size = 2 * (size + 4)
+    size += 4
+    walk = _unpadded_walk(size, depth)
+    return size if walk is not None and walk[1][-1] == output_size else None
+
+
+def nearest_sizes(size: int, is_valid: Callable[[int], bool]) -> str:
+    """The "nearest valid sizes: a and b" of an error message (the smallest if none is below)."""
+    below = next((s for s in range(size - 1, 0, -1) if is_valid(s)), None)
+    above = next(s for s in itertools.count(size + 1) if is_valid(s))
+    if below is None:
+        return f"the smallest valid size is {above}"
+    return f"nearest valid sizes: {below} and {above}"
+
+
+# -- backbones ------------------------------------------------------------------------------------
+def create_backbone(name: str, in_chans: int) -> SkipNet:
+    """A registered classification model without classifier, to serve as an encoder.
+
+    Raises:
+        ValueError: for an unknown name, a non-classification model, or a model whose
+            ``feature_info`` strides are not powers of two doubling from one stage to the next.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"encoder must be a registered model name; got {name!r}")
+    try:
+        entry = get_model_entry(name)
+    except KeyError as exc:
+        raise ValueError(f"encoder: {exc.args[0]}") from None
+    if entry.task != "classification":
+        raise ValueError(f"encoder must be a classification backbone; {name!r} is {entry.task}")
+    model = entry.build(num_classes=0, in_chans=in_chans)
+    info = getattr(model, "feature_info", None)
+    if not isinstance(model, SkipNet) or not info:
+        raise ValueError(f"encoder {name!r} has no feature_info / forward_intermediates")
+    strides = [f.reduction for f in info]
+    doubling = all(b == 2 * a for a, b in itertools.pairwise(strides))
+    if not doubling or strides[0] & (strides[0] - 1):
+        raise ValueError(
+            f"encoder {name!r}: feature strides must be powers of two, doubling from one feature "
+            f"to the next; got {strides}"
+        )
+    return model
+
+
+# -- layers ---------------------------------------------------------------------------------------
+def _conv_relu(in_ch: int, out_ch: int, padding: bool, batch_norm: bool) -> list[nn.Module]:
+    conv = nn.Conv2d(in_ch, out_ch, 3, padding=1 if padding else 0, bias=not batch_norm)
+    # Paper section 3: Gaussian, std sqrt(2 / N) with N = 9 * in_ch incoming nodes.
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    norm = [nn.BatchNorm2d(out_ch)] if batch_norm else []
+    return [conv, *norm, nn.ReLU(inplace=True)]
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 convolutions, each followed by (BatchNorm and) ReLU: one U-Net level.
+
+    Unpadded: (N, in_ch, H, W) -> (N, out_ch, H - 4, W - 4); padded: same H, W.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, padding: bool, batch_norm: bool) -> None:
+        super().__init__(
+            *_conv_relu(in_ch, out_ch, padding, batch_norm),
+            *_conv_relu(out_ch, out_ch, padding, batch_norm),
+        )
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2, concatenate the skip (centre-cropped when unpadded), :class:`DoubleConv`.
+
+    Shapes: x (N, in_channels, h, w), skip (N, skip_channels, >= 2h, >= 2w) -> (N,
+    out_channels, 2h, 2w) padded, (2h - 4, 2w - 4) unpadded. ``skip_channels=0``: no skip.
+
+    Args:
+        upsample: "transpose" (the paper's 2x2 up-convolution, in_channels -> out_channels) or
+            "bilinear" (parameter-free, keeps in_channels; the convolutions reduce them).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        *,
+        padding: bool = True,
+        batch_norm: bool = True,
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        check_choice("upsample", upsample, UPSAMPLING)
+        self.skip_channels = skip_channels
+        self.crop = not padding
+        if upsample == "transpose":
+            self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+            # A 2x2 stride-2 up-convolution gives each output pixel one tap per input channel,
+            # so the paper's N (incoming nodes) is in_channels.
+            nn.init.normal_(self.up.weight, std=math.sqrt(2.0 / in_channels))
+            nn.init.zeros_(self.up.bias)
+            up_channels = out_channels
+        else:
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            up_channels = in_channels
+        self.conv = DoubleConv(
+            up_channels + skip_channels, out_channels, padding=padding, batch_norm=batch_norm
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if (skip is None) != (self.skip_channels == 0):
+            given = "None" if skip is None else f"a map of {skip.shape[1]} channels"
+            raise ValueError(f"this block takes {self.skip_channels} skip channels; got {given}")
+        x = self.up(x)
+        if skip is not None:
+            if self.crop:  # the paper's "copy and crop": the central window of the skip
+                top = (skip.shape[-2] - x.shape[-2]) // 2
+                left = (skip.shape[-1] - x.shape[-1]) // 2
+                skip = skip[..., top : top + x.shape[-2], left : left + x.shape[-1]]
+            x = torch.cat([skip, x], dim=1)  # Fig. 1: the copied map first, then the upsampled
+        return self.conv(x)
+
+
+class UNetDecoder(nn.Module):
+    """The expansive path over ``encoder_channels`` (shallowest first, deepest last).
+
+    The deepest feature enters; the others, deepest first, are the skips of the first blocks.
+    Blocks beyond them (a backbone whose first feature is at stride 2) have no skip.
+    """
+
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        decoder_channels: Sequence[int],
+        *,
+        skip: bool = True,
+        padding: bool = True,
+        batch_norm: bool = True,
+        upsample: str = "transpose",
+    ) -> None:
+        super().__init__()
+        if len(decoder_channels) < len(encoder_channels) - 1:
+            raise ValueError(
+                f"need a decoder block per skip ({len(encoder_channels) - 1}); "
+                f"got decoder_channels={tuple(decoder_channels)}"
+            )
+        self.num_features = len(encoder_channels)
+        skips = list(encoder_channels[:-1])[::-1]
+        in_ch = encoder_channels[-1]
+        self.blocks = nn.ModuleList()
+        for j, out_ch in enumerate(decoder_channels):
+            skip_ch = skips[j] if skip and j < len(skips) else 0
+            self.blocks.append(
+                DecoderBlock(
+                    in_ch,
+                    skip_ch,
+                    out_ch,
+                    padding=padding,
+                    batch_norm=batch_norm,
+                    upsample=upsample,
+                )
+            )
+            in_ch = out_ch
+        self.out_channels = in_ch
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(features) != self.num_features:
+            raise ValueError(f"decoder expects {self.num_features} features; got {len(features)}")
+        x = features[-1]
+        skips = list(features[:-1])[::-1]
+        for j, block in enumerate(self.blocks):
+            x = block(x, skips[j] if block.skip_channels else None)
+        return x
+
+
+class UNetEncoder(SkipNet):
+    """The paper's contracting path: one :class:`DoubleConv` per level, 2x2 max pool between.
+
+    Features: level i has ``widths[i]`` channels at nominal stride 2**i (unpadded maps are also
+    smaller by the borders the convolutions trim; the owning :class:`UNet` checks sizes).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        widths: Sequence[int],
+        *,
+        padding: bool,
+        batch_norm: bool,
+        model_name: str = "unet_encoder",
+    ) -> None:
+        super().__init__()
+        self.model_name = model_name
+        self.in_chans = in_chans
+        self.min_input_size = 2 ** (len(widths) - 1)
+        self.pool = nn.MaxPool2d(2)
+        self.stages = nn.ModuleList()
+        self.feature_info = []
+        prev = in_chans
+        for i, width in enumerate(widths):
+            self.stages.append(DoubleConv(prev, width, padding=padding, batch_norm=batch_norm))
+            self.feature_info.append(FeatureInfo(f"stages.{i}", width, 2**i))
+            prev = width
+
+    def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:
+        return iter(())  # plain convolutions: no unit here owns a skip
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_input(x)
+        feats = []
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = self.pool(x)
+            x = self.run_block(stage, x)
+            feats.append(x)
+        return feats
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_intermediates(x)[-1]
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+# -- the network ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UNetConfig:
+    """Everything that distinguishes one U-Net from another. Defaults: ISBI 2012 (1 channel in,
+    2 classes out).
+
+    Attributes:
+        encoder: None for the paper's encoder; else a registered backbone name ("resnet34").
+        base_width, depth: The paper's encoder: widths base_width * 2**i for depth levels
+            (64, 5 in the paper). None with a backbone encoder.
+        decoder_channels: Output channels of each decoder block with a backbone encoder (one
+            block per stride-2 step of the backbone). None for the paper's encoder (it mirrors it).
+        padding: "same" 3x3 convolutions (output at input size); False: the paper's unpadded ones.
+        batch_norm: BatchNorm after every 3x3 convolution (the paper has none).
+        upsample: "transpose" (2x2 up-convolution) or "bilinear".
+        skip: Concatenate the encoder features (False: the no-skip ablation).
+        in_chans, num_classes: Input channels, output classes.
+    """
+
+    encoder: str | None = None
+    base_width: int | None = 64
+    depth: int | None = 5
+    decoder_channels: tuple[int, ...] | None = None
+    padding: bool = True
+    batch_norm: bool = True
+    upsample: str = "transpose"
+    skip: bool = True
+    in_chans: int = 1
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        for flag in ("padding", "batch_norm", "skip"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+        check_choice("upsample", self.upsample, UPSAMPLING)
+        check_positive_int("in_chans", self.in_chans)
+        check_positive_int("num_classes", self.num_classes)
+        if self.encoder is None:  # the paper's encoder; the decoder mirrors it
+            check_positive_int("base_width", self.base_width)
+            check_positive_int("depth", self.depth)
+            if self.depth < 2 or self.decoder_channels is not None:
+                raise ValueError(
+                    "the paper's encoder needs depth >= 2 and decoder_channels=None (the decoder "
+                    f"mirrors it); got depth={self.depth}, decoder_channels={self.decoder_channels}"
+                )
+        elif (self.base_width, self.depth, self.padding) != (None, None, True):
+            raise ValueError(
+                f"encoder={self.encoder!r}: base_width, depth and padding=False describe the "
+                "paper's encoder; set base_width=None, depth=None, padding=True; got "
+                f"{self.base_width}, {self.depth}, {self.padding}"
+            )
+        elif not self.decoder_channels:
+            raise ValueError(f"encoder={self.encoder!r} needs decoder_channels; got None")
+        else:
+            for c in self.decoder_channels:
+                check_positive_int("decoder_channels entries", c)
+
+    def with_overrides(self, overrides: dict) -> UNetConfig:
+        """Copy with user overrides; an unknown key raises naming the allowed ones."""
+        allowed = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for U-Net; allowed: {sorted(allowed)}")
+        if overrides.get("decoder_channels") is not None:
+            overrides = {**overrides, "decoder_channels": tuple(overrides["decoder_channels"])}
+        return replace(self, **overrides)
+
+
+class UNet(SkipNet):
+    """U-Net: encoder features -> :class:`UNetDecoder` -> 1x1 convolution to class logits.
+
+    Shapes: (N, in_chans, H, W) -> (N, num_classes, H, W) padded; unpadded, the output is
+    ``output_size(H)`` (572 -> 388). ``forward_intermediates`` gives the encoder features.
+    """
+
+    def __init__(self, cfg: UNetConfig, model_name: str = "unet") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model_name = model_name
+        self.in_chans = cfg.in_chans
+        self.num_classes = cfg.num_classes
+        if cfg.encoder is None:
+            widths = [cfg.base_width * 2**i for i in range(cfg.depth)]
+            self.encoder = UNetEncoder(
+                cfg.in_chans,
+                widths,
+                padding=cfg.padding,
+                batch_norm=cfg.batch_norm,
+                model_name=f"{model_name} encoder",
+            )
+            decoder_channels = widths[:-1][::-1]
+        else:
+            self.encoder = create_backbone(cfg.encoder, cfg.in_chans)
+            decoder_channels = list(cfg.decoder_channels)
+        info = self.encoder.feature_info
+        self.stride = info[-1].reduction
+        n_blocks = self.stride.bit_length() - 1  # one x2 upsampling per stride-2 step
+        if len(decoder_channels) != n_blocks:
+            raise ValueError(
+                f"encoder {cfg.encoder!r} has total stride {self.stride}: "
+                f"decoder_channels needs {n_blocks} entries; got {decoder_channels}"
+            )
+        self.decoder = UNetDecoder(
+            [f.num_chs for f in info],
+            decoder_channels,
+            skip=cfg.skip,
+            padding=cfg.padding,
+            batch_norm=cfg.batch_norm,
+            upsample=cfg.upsample,
+        )
+        self.segmentation_head = nn.Conv2d(self.decoder.out_channels, cfg.num_classes, 1)
+        nn.init.kaiming_normal_(self.segmentation_head.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.segmentation_head.bias)
+        self.feature_info = [
+            FeatureInfo(f"encoder.{f.module}", f.num_chs, f.reduction) for f in info
+        ]
+        self.min_input_size = (
+            self.stride
+            if cfg.padding
+            else next(s for s in itertools.count(1) if self._is_valid_size(s))
+        )
+
+    # -- sizes -------------------------------------------------------------------------------
+    def _is_valid_size(self, size: int) -> bool:
+        if self.cfg.padding:
+            return size >= self.stride and size % self.stride == 0
+        return _unpadded_walk(size, self.cfg.depth) is not None
+
+    def check_size(self, size: int, what: str = "input size") -> None:
+        """Raise ``ValueError`` naming the nearest valid sizes unless ``size`` fits the net."""
+        if self._is_valid_size(size):
+            return
+        if self.cfg.padding:
+            rule = f"must be a multiple of {self.stride} (the encoder's total stride)"
+        else:
+            rule = "does not fit (maps before a 2x2 max pool must be even, none may vanish)"
+        raise ValueError(
+            f"{self.model_name}: {what}={size} {rule}; " + nearest_sizes(size, self._is_valid_size)
+        )
+
+    def output_size(self, input_size: int) -> int:
+        """Output H (or W) for input H (or W): 572 -> 388 unpadded; unchanged padded."""
+        check_positive_int("input size", input_size)
+        self.check_size(input_size)
+        return input_size if self.cfg.padding else _unpadded_walk(input_size, self.cfg.depth)[1][-1]
+
+    def input_size_for(self, output_size: int) -> int:
+        """Input H (or W) that gives output H (or W): 388 -> 572 unpadded; unchanged padded."""
+        check_positive_int("output size", output_size)
+        if self.cfg.padding:
+            self.check_size(output_size, "output size")
+            return output_size
+        size = _unpadded_input_for(output_size, self.cfg.depth)
+        if size is None:
+            raise ValueError(
+                f"{self.model_name}: no input gives an output of size {output_size}; "
+                + nearest_sizes(output_size, lambda s: _unpadded_input_for(s, self.cfg.depth))
+            )
+        return size
+
+    def feature_sizes(self, input_size: int) -> list[int]:
+        """Spatial size of each ``forward_intermediates`` map for input H (or W)."""
+        check_positive_int("input size", input_size)
+        self.check_size(input_size)
+        if self.cfg.padding:
+            return [input_size // f.reduction for f in self.feature_info]
+        return _unpadded_walk(input_size, self.cfg.depth)[0]
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        self.check_size(x.shape[-2], "input H")
+        self.check_size(x.shape[-1], "input W")
+
+    # -- structure ---------------------------------------------------------------------------
+    def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:
+        """Backbone units with residual skips, then the decoder blocks that concatenate one."""
+        for name, block in self.encoder.iter_blocks():
+            yield f"encoder.{name}", block
+        for j, block in enumerate(self.decoder.blocks):
+            if block.skip_channels:
+                yield f"decoder.blocks.{j}", block
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        # Decoder blocks take two inputs, which run_block does not carry; the encoder's do.
+        super().set_grad_checkpointing(enable)
+        self.encoder.set_grad_checkpointing(enable)
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features, one per ``feature_info`` entry."""
+        self.check_input(x)
+        return self.encoder.forward_intermediates(x)
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Encoder features -> decoder output (N, decoder.out_channels, H_out, W_out)."""
+        return self.decoder(features)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.forward_intermediates(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.segmentation_head(x)
+
+
+# -- the registered variants, as rows of data -----------------------------------------------------
+# segmentation_models_pytorch's Unet decoder widths for a stride-32 backbone.
+SMP_DECODER = (256, 128, 64, 32, 16)
+
+# name: (default input, paper depth in conv layers or None, config)
+UNET_VARIANTS: dict[str, tuple[tuple[int, int, int], int | None, UNetConfig]] = {
+    # Ronneberger et al. 2015, Fig. 1: unpadded, no normalisation, 572 -> 388.
+    "unet_original": ((1, 572, 572), 23, UNetConfig(padding=False, batch_norm=False)),
+    # Padded ("same") with BatchNorm: output at input size; ISBI 2012 tiles are 512x512.
+    "unet": ((1, 512, 512), 23, UNetConfig()),
+    # Backbone encoders, decoder of segmentation_models_pytorch's Unet (bilinear upsampling).
+    **{
+        f"unet_{bb}": (
+            (1, 512, 512),
+            None,
+            UNetConfig(
+                encoder=bb,
+                base_width=None,
+                depth=None,
+                decoder_channels=SMP_DECODER,
+                upsample="bilinear",
+            ),
+        )
+        for bb in ("resnet18", "resnet34")
+    },
+}
+
+
+def _register(
+    name: str, input_size: tuple[int, int, int], depth: int | None, cfg: UNetConfig
+) -> None:
+    def build(**overrides) -> UNet:
+        return UNet(cfg.with_overrides(overrides), model_name=name)
+
+    build.__name__ = name
+    build.__doc__ = f"{name}: U-Net ({cfg.encoder or 'paper encoder'}). Overrides: UNetConfig."
+    register_model(name, family="unet", input_size=input_size, depth=depth, task="segmentation")(
+        build
+    )
+
+
+for _name, (_input, _depth, _cfg) in UNET_VARIANTS.items():
+    _register(_name, _input, _depth, _cfg)
