@@ -69,7 +69,8 @@ class SkipNet(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         if h < self.min_input_size or w < self.min_input_size:
             raise ValueError(
-                f"{self.model_name} needs H and W >= {self.min_input_size} (its total stride); "
+                f"{self.model_name} needs H and W >= {self.min_input_size} "
+                "(its smallest valid input); "
                 f"got input of shape {tuple(x.shape)}"
             )
 
@@ -84,13 +85,16 @@ class SkipNet(nn.Module):
         """Recompute every block in backward instead of storing its activations."""
         self.grad_checkpointing = bool(enable)
 
-    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def run_block(self, block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
         """Apply ``block``, through activation checkpointing when it is switched on."""
         if self.grad_checkpointing and torch.is_grad_enabled() and self.training:
             return checkpoint(
-                block, x, use_reentrant=False, context_fn=lambda: _forward_and_recompute(block)
+                block,
+                *inputs,
+                use_reentrant=False,
+                context_fn=lambda: _forward_and_recompute(block),
             )
-        return block(x)
+        return block(*inputs)
 
 
 def _forward_and_recompute(block: nn.Module):
