@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int
-from skiplab.models.unet import create_backbone, nearest_sizes
+from skiplab.models.backbones import create_backbone, nearest_sizes
 from skiplab.registry import register_model
 
 COMMON_STRIDE = 4  # the semantic branch merges the levels at P2's stride (Kirillov et al. 2019)
