@@ -216,10 +216,18 @@ class _PreActUnit(_ResidualUnit):
         super()._setup_skip(downsample, residual, drop_path)
         self.project_preact = downsample is not None and any(True for _ in downsample.parameters())
 
+    def skip(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
+        """The shortcut path alone, from the unit's raw input ``x``: a projection applies to the
+        pre-activated input relu(bn1(x)) (pass ``pre`` when it is already computed, so that
+        BatchNorm runs once per step), identity and option A padding to ``x`` itself."""
+        if self.project_preact:
+            return self.downsample(self.relu(self.bn1(x)) if pre is None else pre)
+        return super().skip(x)
+
     def _add(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
         if not self.residual:
             return out
-        return self.drop_path(out) + self.skip(pre if self.project_preact else x)
+        return self.drop_path(out) + self.skip(x, pre)
 
 
 class PreActBasic(_PreActUnit):
