@@ -52,9 +52,9 @@ def _reference(layer: HighwayLayer, x: torch.Tensor, spatial: bool) -> torch.Ten
         else (lambda m, v: F.linear(v, m.weight, m.bias))
     )
     h = torch.relu(op(layer.h, x))
-    if layer.skip == "none":
+    if layer.skip_kind == "none":
         return h
-    if layer.skip == "residual":
+    if layer.skip_kind == "residual":
         return x + h
     t = 1.0 / (1.0 + torch.exp(-op(layer.gate.proj, x)))
     return t * h + (1.0 - t) * x

@@ -100,22 +100,34 @@ class HighwayLayer(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("skip", skip, SKIPS)
-        self.skip = skip
+        self.skip_kind = skip
         self.h = _affine(width, spatial)
         self.act = nn.ReLU()
         self.gate = TransformGate(width, spatial, gate_bias) if skip == "highway" else None
 
+    @property
+    def residual(self) -> bool:
+        """Whether the layer has a shortcut at all (False for the plain layer)."""
+        return self.skip_kind != "none"
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut path alone (the carry, or the identity of a residual layer): what the
+        layer computes when its transform is deleted."""
+        return x
+
     def set_gate(self, mode: str) -> None:
         """Force the transform gate "closed" (T = 0), "open" (T = 1) or back to "learned"."""
         if self.gate is None:
-            raise ValueError(f"only highway layers have a gate; this layer has skip={self.skip!r}")
+            raise ValueError(
+                f"only highway layers have a gate; this layer has skip={self.skip_kind!r}"
+            )
         check_choice("gate mode", mode, GATE_MODES)
         self.gate.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate is None:
             h = self.act(self.h(x))
-            return h + x if self.skip == "residual" else h
+            return h + x if self.skip_kind == "residual" else h
         t = self.gate(x)
         if self.gate.mode == "closed":
             return x  # pure carry: exactly the input, H is not even computed
