@@ -1,0 +1,128 @@
+"""``load_dataset``: every dataset skiplab knows, by name.
+
+==================  ==========================  =============================================
+name                splits                      data_dir
+==================  ==========================  =============================================
+``cifar10``         train, test                 official python format (folder or .tar.gz,
+``cifar100``                                    see :mod:`skiplab.data.cifar`), or an
+                                                image-folder tree / .tar(.gz) of one
+``imagefolder``     train, test                 ``train/<class>/*``, ``test/<class>/*``
+``isbi2012``        train (25), val (5)         ``train/image/*.png``, ``train/label/*.png``
+``segfolder``       train, val, test            ``classes.txt``, ``<split>/{image,label}/``
+``synthetic``       train, test                 none (generated from ``seed``)
+``synthetic-seg``   train, test                 none (generated from ``seed``)
+==================  ==========================  =============================================
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+from pathlib import Path
+
+from skiplab.data.cache import default_cache_dir
+from skiplab.data.cifar import CIFAR, download_cifar, find_official, load_official
+from skiplab.data.dataset import ArrayDataset
+from skiplab.data.imagefolder import LAYOUT, is_imagefolder, load_imagefolder
+from skiplab.data.segmentation import load_isbi2012, load_segfolder
+from skiplab.data.synthetic import make_classification, make_segmentation
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "imagefolder": ("train", "test"),
+    "isbi2012": ("train", "val"),
+    "segfolder": ("train", "val", "test"),
+    "synthetic": ("train", "test"),
+    "synthetic-seg": ("train", "test"),
+}
+# Sorted folder names of an image-folder copy of CIFAR-10 = the official label order.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")  # fmt: skip
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> ArrayDataset:
+    """Load one split of a dataset as an :class:`ArrayDataset` (see the table above).
+
+    Args:
+        name: Dataset name.
+        split: Split name, one of ``SPLITS[name]``.
+        data_dir: Where the data is (a folder or an archive). For CIFAR it defaults to
+            ``cache_dir``, where ``download=True`` puts the official archive.
+        download: Fetch the official CIFAR archive if it is not found (never otherwise).
+        seed: Seed of the synthetic data and of the ISBI 2012 train/val split.
+        cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE`` or
+            ``.cache/skiplab`` under the current directory.
+
+    Raises:
+        ValueError: for an unknown name or split, or a data layout that does not match,
+            naming the expected layout, the path and what was found.
+    """
+    if name not in SPLITS:
+        close = difflib.get_close_matches(str(name), list(SPLITS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}{hint} (known: {list(SPLITS)})")
+    if split not in SPLITS[name]:
+        raise ValueError(f"{name} has splits {list(SPLITS[name])}; got {split!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = Path(data_dir) if data_dir is not None else None
+
+    if name.startswith("synthetic"):
+        if root is not None:
+            raise ValueError(
+                f"{name} is generated from the seed and takes no data_dir; "
+                f"got data_dir={data_dir!r}"
+            )
+        make = make_classification if name == "synthetic" else make_segmentation
+        return make(split, seed)
+    if name in CIFAR:
+        return _load_cifar(name, split, root, cache, download)
+    if root is None:
+        raise ValueError(f"{name} needs data_dir (the folder or archive that holds it)")
+    if name == "imagefolder":
+        return load_imagefolder(root, split, cache)
+    if name == "isbi2012":
+        return load_isbi2012(root, split, seed)
+    return load_segfolder(root, split)
+
+
+def _load_cifar(name: str, split: str, root: Path | None, cache: Path, download: bool):
+    spec = CIFAR[name]
+    where = root if root is not None else cache
+    official = find_official(spec, where)
+    if official is None and root is not None and is_imagefolder(root):
+        ds = load_imagefolder(root, split, cache)
+        # CIFAR-10's names are checked too (sorted, they are the official label order);
+        # for CIFAR-100 the count.
+        wrong_names = name == "cifar10" and ds.classes != CIFAR10_CLASSES
+        if len(ds.classes) != spec.num_classes or wrong_names:
+            expected = f" {list(CIFAR10_CLASSES)}" if name == "cifar10" else ""
+            raise ValueError(
+                f"{root} is an image-folder tree with classes {list(ds.classes)[:12]}, but "
+                f"{name} has {spec.num_classes} classes{expected}"
+            )
+        # The published normalisation of the dataset, whatever format it comes in.
+        return replace(ds, mean=spec.mean, std=spec.std, source=f"{name} {ds.source}")
+    if official is None and download:
+        if where.exists() and not where.is_dir():
+            raise ValueError(f"download=True needs data_dir to be a folder; got the file {where}")
+        official = download_cifar(name, where)
+    if official is None:
+        found = sorted(p.name for p in where.iterdir())[:10] if where.is_dir() else "nothing"
+        raise ValueError(
+            f"expected {name} at {where}: the official folder {spec.folder}/ or archive "
+            f"{spec.archive} (in it, or as data_dir itself), or an image-folder tree or "
+            f".tar/.tar.gz ({LAYOUT}); found {found}. Pass download=True to fetch "
+            f"{spec.archive} from {spec.url}"
+        )
+    return load_official(name, split, official)
