@@ -1,0 +1,108 @@
+"""Building a run's parts from its config: the data, the model, and the checks between them.
+
+Every check here runs before any training step, so a wrong setting fails in seconds with a
+message naming what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from skiplab.data import ArrayDataset, load_dataset
+from skiplab.registry import create_model, get_model_entry
+from skiplab.train.checkpoint import list_checkpoints
+from skiplab.train.config import TrainConfig
+from skiplab.train.schedule import resolve_warmup
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A fresh run needs a folder without checkpoints; a resumed one needs checkpoints."""
+    found = list_checkpoints(Path(out) / "checkpoints")
+    if resume and not found:
+        raise ValueError(f"no checkpoint to resume from in {Path(out) / 'checkpoints'}")
+    if not resume and found:
+        raise ValueError(
+            f"{out} already holds checkpoints; pass --resume to continue that run, or choose "
+            "another --out"
+        )
+
+
+def check_settings(cfg: TrainConfig, model: nn.Module | None) -> None:
+    if cfg.model is not None and model is not None:
+        raise ValueError(
+            f"pass a model name in cfg.model or a module, not both; got cfg.model={cfg.model!r} "
+            f"and a {type(model).__name__}"
+        )
+    if cfg.model is None and model is None:
+        raise ValueError("no model: set cfg.model to a registered name or pass a module")
+    if cfg.amp == "fp16" and not cfg.device.startswith(("cuda", "auto")):
+        raise ValueError(
+            f"amp='fp16' needs a CUDA device; got device={cfg.device!r} (use amp='bf16' on the CPU)"
+        )
+
+
+def load_data(
+    cfg: TrainConfig, train: ArrayDataset | None, val: ArrayDataset | None
+) -> tuple[ArrayDataset, ArrayDataset | None, TrainConfig]:
+    """The training and validation data (given, or loaded by name); ``val_split`` resolved
+    ("auto": "val" for isbi2012, else "test")."""
+    split = cfg.val_split
+    if split == "auto":
+        split = "val" if cfg.data == "isbi2012" else "test"
+    if train is None:
+        train = load_dataset(cfg.data, cfg.train_split, data_dir=cfg.data_dir, seed=cfg.seed)
+    if val is None and split != "none":
+        val = load_dataset(cfg.data, split, data_dir=cfg.data_dir, seed=cfg.seed)
+    if val is not None and (val.task, val.classes) != (train.task, train.classes):
+        raise ValueError(
+            f"validation data ({val.task}, classes {val.classes}) does not match training data "
+            f"({train.task}, classes {train.classes})"
+        )
+    return train, val, replace(cfg, val_split=split)
+
+
+def model_and_config(
+    cfg: TrainConfig, data: ArrayDataset, model: nn.Module | None
+) -> tuple[nn.Module, TrainConfig]:
+    """The network (seeded init of ``cfg.model``, or the given module) and the config with its
+    data-dependent values filled in: ``num_classes`` (and ``in_chans`` when the data's channels
+    differ from the model's default) in ``model_args``, ``warmup`` and ``loss`` decided."""
+    depth = None
+    if model is None:
+        entry = get_model_entry(cfg.model)
+        if entry.task != data.task:
+            raise ValueError(
+                f"model {cfg.model!r} is a {entry.task} model; the data {data.source!r} is for "
+                f"{data.task}"
+            )
+        args = {"num_classes": len(data.classes), **cfg.model_args}
+        in_chans = data.images.shape[1]
+        if entry.input_size[0] != in_chans:
+            args.setdefault("in_chans", in_chans)
+        cfg = replace(cfg, model_args=args)
+        depth = entry.depth
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, **args)
+    cfg = resolve_warmup(cfg, depth)
+    return model, replace(cfg, loss="ce" if cfg.loss == "auto" else cfg.loss)
+
+
+def check_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: ArrayDataset) -> None:
+    """One forward pass on two samples in eval mode (no state changes): a model whose output
+    does not fit the data fails here, naming both shapes."""
+    k = len(data.classes)
+    expected = (2, k) if data.task == "classification" else (2, k, *y.shape[-2:])
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x[:2])
+    model.train(was_training)
+    if tuple(out.shape) != expected:
+        raise ValueError(
+            f"model output {tuple(out.shape)} does not fit the data: expected {expected} "
+            f"({data.task}, {k} classes)"
+        )

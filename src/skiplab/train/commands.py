@@ -1,0 +1,286 @@
+"""The ``skiplab train``, ``skiplab eval`` and ``skiplab predict`` subcommands.
+
+    skiplab train --model resnet56 --data cifar10 --data-dir PATH --out runs/NAME [--config F]
+    skiplab train --out runs/NAME --resume
+    skiplab eval --run runs/NAME [--split test]          (or --checkpoint FILE)
+    skiplab predict --run runs/NAME IMAGE_OR_FOLDER ... --out DIR
+
+Every :class:`TrainConfig` field is an option of ``train`` (``--weight-decay 5e-4``,
+``--nesterov/--no-nesterov``, ``--milestones 0.5 0.75``, ``--model-arg drop_path_rate=0.1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import fields, replace
+from pathlib import Path
+
+from skiplab.train.config import (
+    RUNTIME_FIELDS,
+    TrainConfig,
+    field_help,
+    read_config_file,
+    resolve_config,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def add_train_commands(sub) -> None:
+    """Add ``train``, ``eval`` and ``predict`` to the ``skiplab`` subparsers ``sub``."""
+    p = sub.add_parser(
+        "train",
+        help="train a registered model (resumable, distributed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON or TOML file of settings (command line wins)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest valid checkpoint",
+    )
+    _add_config_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run (or a weights file) on a data split")
+    p.add_argument("--run", help="run folder (its newest valid checkpoint)")
+    p.add_argument(
+        "--checkpoint",
+        help="a checkpoint manifest step-N.json, or a weights file "
+        "(.safetensors/.pth/.th, then --model and --data are needed)",
+    )
+    p.add_argument("--model", help="registered model, for a plain weights file")
+    p.add_argument("--data", help="dataset name (default: the run's)")
+    p.add_argument("--data-dir", help="data location (default: the run's)")
+    p.add_argument("--split", help="split to evaluate (default: the run's validation split)")
+    p.add_argument("--mean", type=float, nargs="+", help="override the input normalisation mean")
+    p.add_argument("--std", type=float, nargs="+", help="override the input normalisation std")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict images with a run (segmentation: PNG masks)")
+    p.add_argument("inputs", nargs="+", help="image files or folders of .png/.jpg images")
+    p.add_argument("--run", help="run folder (its newest valid checkpoint)")
+    p.add_argument("--checkpoint", help="a checkpoint manifest step-N.json")
+    p.add_argument("--out", required=True, help="folder for the masks / predictions.csv")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+
+# -- train ----------------------------------------------------------------------------------------
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    docs = field_help()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint, default = hints[f.name], getattr(defaults, f.name)
+        text = f"{docs[f.name]} (default: {default})".replace("%", "%%")
+        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if f.name == "model_args":
+            p.add_argument(
+                "--model-arg",
+                action="append",
+                type=_key_value,
+                metavar="KEY=VALUE",
+                dest=f.name,
+                default=argparse.SUPPRESS,
+                help="option passed to create_model, VALUE read as JSON when it "
+                "parses (e.g. drop_path_rate=0.1, layers=[1,1,1]); repeatable",
+            )
+        elif hint is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(hint) is tuple:
+            p.add_argument(flag, type=float, nargs="+", **kw)
+        else:
+            args = typing.get_args(hint)
+            base = [a for a in args if a is not type(None)] or [hint]
+            p.add_argument(flag, type=_parser(base[0], optional=type(None) in args), **kw)
+
+
+def _parser(kind, optional: bool):
+    def parse(text: str):
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}; got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string, e.g. shortcut=B
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from skiplab.train.trainer import NonFiniteLoss, Trainer
+
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if "model_args" in values:
+        values["model_args"] = dict(values["model_args"])
+    if args.resume:
+        if "out" not in values:
+            raise ValueError("--resume needs --out RUN_FOLDER")
+        extra = sorted(set(values) - {"out", *RUNTIME_FIELDS})
+        if extra or args.config:
+            given = ["--" + k.replace("_", "-") for k in extra] + (["--config"] * bool(args.config))
+            raise ValueError(
+                f"--resume continues a run with its saved settings; remove {given} "
+                f"(only --device and --progress may change)"
+            )
+        saved = Path(values["out"]) / "config.json"
+        if not saved.is_file():
+            raise ValueError(f"nothing to resume: {saved} not found")
+        cfg = TrainConfig.from_dict({**json.loads(saved.read_text()), **values}, where=str(saved))
+    else:
+        cfg = resolve_config(read_config_file(args.config) if args.config else {}, values)
+        if cfg.model is None:
+            raise ValueError("--model is required (see `skiplab models`)")
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        result = trainer.fit()
+    except NonFiniteLoss as exc:
+        print(f"skiplab: error: {exc}", file=sys.stderr)
+        return 1
+    if result.status == "stopped":
+        return 128 + result.signal if result.signal else 1
+    return 0
+
+
+# -- eval -----------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from skiplab.data import load_dataset
+    from skiplab.models.pretrained import load_pretrained, read_weights_file
+    from skiplab.registry import create_model
+    from skiplab.train.distributed import resolve_device
+    from skiplab.train.evaluate import evaluate, load_run, write_results
+
+    if (args.run is None) == (args.checkpoint is None):
+        raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint FILE")
+    plain = args.checkpoint is not None and not args.checkpoint.endswith(".json")
+    if plain:
+        if not (args.model and args.data):
+            raise ValueError(f"{args.checkpoint} is a plain weights file: give --model and --data")
+        read_weights_file(args.checkpoint)  # refuses an unsafe file before any other work
+        split = args.split or "test"
+        data = load_dataset(args.data, split, data_dir=args.data_dir)
+        model = create_model(args.model, num_classes=len(data.classes))
+        report = load_pretrained(model, args.checkpoint)
+        where, loss, source = str(args.checkpoint), "ce", f"sha256 {report.sha256}"
+    else:
+        run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)
+        cfg = run.config
+        split = args.split or cfg.val_split
+        if split == "none":
+            raise ValueError("the run has no validation split; pass --split")
+        data = load_dataset(
+            args.data or cfg.data, split, data_dir=args.data_dir or cfg.data_dir, seed=cfg.seed
+        )
+        model, where, loss, source = run.model, str(run.checkpoint), cfg.loss, str(run.checkpoint)
+    if args.mean or args.std:
+        data = replace(data, mean=tuple(args.mean or data.mean), std=tuple(args.std or data.std))
+    device = resolve_device(args.device)
+    results = evaluate(model.to(device), data, batch_size=args.batch_size, device=device, loss=loss)
+    record = {
+        "checkpoint": where,
+        "weights": source,
+        "data": data.source,
+        "split": split,
+        "samples": len(data),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        **results,
+    }
+    if args.run:
+        write_results(Path(args.run) / f"eval-{split}.json", record)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"{where} on {data.source} ({len(data)} samples)")
+        for k, v in results.items():
+            print(f"  {k:12s} {100 * v:.2f}%" if "error" in k else f"  {k:12s} {v:.4f}")
+    return 0
+
+
+# -- predict --------------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from skiplab.data.imagefolder import decode_image
+    from skiplab.train.checkpoint import atomic_write
+    from skiplab.train.distributed import resolve_device
+    from skiplab.train.evaluate import load_run
+
+    if (args.run is None) == (args.checkpoint is None):
+        raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint step-N.json")
+    run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)
+    meta = run.meta
+    files = _image_files(args.inputs)
+    device = resolve_device(args.device)
+    model = run.model.to(device)
+    # The mode the network was trained on; another one is refused, not converted.
+    mode = "L" if meta["in_chans"] == 1 else "RGB"
+    mean = torch.tensor(meta["mean"], device=device).view(-1, 1, 1)
+    std = torch.tensor(meta["std"], device=device).view(-1, 1, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = meta["classes"]
+    rows = ["file,class,probability"]
+    with torch.no_grad():
+        for path in files:
+            array = decode_image(path.read_bytes(), str(path), modes=(mode,))
+            image = torch.tensor(array, device=device)  # a copy: PIL's array is read-only
+            image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)  # (C, H, W)
+            x = ((image.float() / 255.0 - mean) / std)[None]
+            probs = model(x).float().softmax(dim=1)[0]
+            if meta["task"] == "segmentation":
+                # Class index scaled to 0..255 (two classes: 0 and 255, the ISBI convention).
+                scale = 255 // max(len(classes) - 1, 1)
+                mask = (probs.argmax(dim=0) * scale).to(torch.uint8).cpu().numpy()
+                buffer = io.BytesIO()
+                Image.fromarray(np.ascontiguousarray(mask), mode="L").save(buffer, format="PNG")
+                atomic_write(out / f"{path.stem}.png", buffer.getvalue())
+                print(f"{path} -> {out / (path.stem + '.png')}")
+            else:
+                p, k = probs.max(dim=0)
+                rows.append(f"{path},{classes[int(k)]},{float(p):.4f}")
+                print(f"{path}\t{classes[int(k)]}\t{float(p):.4f}")
+    if meta["task"] == "classification":
+        atomic_write(out / "predictions.csv", ("\n".join(rows) + "\n").encode())
+    return 0
+
+
+def _image_files(inputs: list[str]) -> list[Path]:
+    files = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} images in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"input not found: {path}")
+    return files

@@ -1,0 +1,307 @@
+"""The typed training configuration, its recipes, and where its values come from.
+
+A :class:`TrainConfig` is resolved from four layers, later ones winning::
+
+    dataclass defaults  <  recipe row (RECIPES)  <  config file (JSON or TOML)  <  command line
+
+The resolved config is saved as ``config.json`` in the run folder and inside every
+checkpoint, so that ``skiplab eval`` and ``--resume`` rebuild exactly the same run.
+
+The ``paper`` recipe is He et al. 2015 (arXiv:1512.03385), section 4.2: SGD with momentum 0.9,
+weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k.
+For 110 layers and deeper, lr 0.01 "until the training error is below 80% (about 400
+iterations)", then back to 0.1. When the user sets fewer epochs or steps the milestones are
+kept at the same fractions (0.5 and 0.75) of the run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEDULES = ("step", "cosine", "onecycle")
+WARMUPS = ("auto", "error", "linear", "none")
+LOSSES = ("auto", "ce", "dice", "ce+dice")
+AMPS = ("none", "bf16", "fp16")
+
+# Each recipe is a row of overrides on top of the dataclass defaults (which are the paper's).
+RECIPES: dict[str, dict[str, Any]] = {
+    # He et al. 2015, section 4.2 (CIFAR-10): 64k iterations of batch 128.
+    "paper": {"schedule": "step", "steps": 64000},
+    # skiplab choices, not a paper's: cosine decay to 0 over 200 epochs, weight decay 5e-4.
+    "cosine": {"schedule": "cosine", "epochs": 200, "weight_decay": 5e-4, "warmup": "none"},
+    # Smith & Topin 2019 one-cycle (linear up for 30% of the run, cosine down), 30 epochs.
+    "onecycle": {
+        "schedule": "onecycle",
+        "epochs": 30,
+        "weight_decay": 5e-4,
+        "nesterov": True,
+        "warmup": "none",
+    },
+}
+# Fields that only change where or how fast a run goes, not what it computes on CPU: a resumed
+# run may change them.
+RUNTIME_FIELDS = ("device", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run.
+
+    Attributes:
+        model: Registered model name (None when a module is passed to the trainer directly).
+        model_args: Overrides passed to ``create_model`` (``num_classes`` and ``in_chans`` are
+            filled in from the data when absent).
+        data: Dataset name for ``skiplab.data.load_dataset``.
+        data_dir: Where the data lives (folder or archive).
+        train_split, val_split: Splits to train and evaluate on (``val_split`` "auto": "val"
+            for isbi2012, else "test"; "none": no evaluation).
+        out: Run folder (config, metrics, checkpoints).
+        seed: Seeds model init, data order, augmentation and dropout.
+        recipe: Row of RECIPES applied before the user's values: "paper" (64000 steps),
+            "cosine" (200 epochs) or "onecycle" (30 epochs).
+        epochs, steps: Length of the run; set at most one (either replaces the recipe's).
+        batch_size: Global batch size (divided evenly over distributed processes).
+        lr: SGD learning rate (the peak of the one-cycle schedule).
+        momentum, nesterov, weight_decay: SGD momentum, Nesterov momentum, L2 weight decay.
+        label_smoothing: Cross-entropy label smoothing (Szegedy et al. 2016).
+        loss: "ce", "dice", "ce+dice", or "auto" (cross-entropy).
+        schedule: "step" (lr * lr_decay at each milestone), "cosine" or "onecycle".
+        milestones: Fractions of the run at which the step schedule decays.
+        lr_decay: Factor applied at each milestone.
+        min_lr: Final lr of the cosine schedule.
+        pct_start, div_factor, final_div_factor: One-cycle shape (as torch's OneCycleLR).
+        warmup: "error" (paper: warmup_lr until the running training error < warmup_error, or
+            warmup_steps), "linear" (warmup_lr -> lr over warmup_steps), "none", or "auto"
+            ("error" for the step schedule on registered models of depth >= 110, else "none").
+        warmup_lr: lr during the warm-up (paper: 0.01), or where the linear warm-up starts.
+        warmup_error: The error-driven warm-up ends when the running training error (a
+            fraction) drops below this (paper: 0.8).
+        warmup_steps: Cap of the error-driven warm-up; length of the linear one.
+        warmup_window: Steps averaged for the running training error.
+        augment: Random crop/flip (and rotations for segmentation) during training.
+        crop_size: Segmentation training crop (None: full image).
+        amp: "none", "bf16" or "fp16" (fp16 needs CUDA and uses a GradScaler).
+        channels_last, compile: Memory format and ``torch.compile``.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        eval_every: Evaluate every N epochs (0: only at the end).
+        checkpoint_every: Also checkpoint every N steps (0: at epoch ends and at the end only).
+        keep_checkpoints: Checkpoints kept on disk (the newest ones).
+        eval_batch_size: Batch size for evaluation (None: batch_size).
+        progress: tqdm bar, "auto" (when stderr is a terminal), "on" or "off".
+    """
+
+    model: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data: str = "cifar10"
+    data_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "auto"
+    out: str = "runs/default"
+    seed: int = 0
+    recipe: str = "paper"
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    loss: str = "auto"
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_decay: float = 0.1
+    min_lr: float = 0.0
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    warmup: str = "auto"
+    warmup_lr: float = 0.01
+    warmup_error: float = 0.8
+    warmup_steps: int = 400
+    warmup_window: int = 10
+    augment: bool = True
+    crop_size: int | None = None
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    eval_every: int = 1
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    eval_batch_size: int | None = None
+    progress: str = "auto"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = _coerce(f.name, getattr(self, f.name), _HINTS[f.name])
+            object.__setattr__(self, f.name, value)
+        _choice("recipe", self.recipe, tuple(RECIPES))
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("warmup", self.warmup, WARMUPS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("amp", self.amp, AMPS)
+        _choice("progress", self.progress, ("auto", "on", "off"))
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(
+                "set either epochs or steps, not both; "
+                f"got epochs={self.epochs}, steps={self.steps}"
+            )
+        for name in ("epochs", "steps", "crop_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset); got {value}")
+        for name in ("batch_size", "warmup_window", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "warmup_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        for name in ("lr", "warmup_lr", "div_factor", "final_div_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        for name in ("label_smoothing", "warmup_error", "lr_decay", "pct_start"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if list(self.milestones) != sorted(self.milestones) or any(
+            not 0.0 < m < 1.0 for m in self.milestones
+        ):
+            raise ValueError(
+                "milestones must be increasing fractions of the run in (0, 1); "
+                f"got {self.milestones}"
+            )
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0; got momentum=0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> TrainConfig:
+        """Build from a dict, refusing unknown keys (naming the allowed ones)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{where} must be a table of settings; got {type(values).__name__}")
+        unknown = sorted(set(values) - set(_HINTS))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown} in {where}; allowed: {sorted(_HINTS)}")
+        return cls(**values)
+
+
+def resolve_config(
+    file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Apply the layers: defaults < recipe < config file < command line.
+
+    A run length (epochs or steps) set by the user replaces the recipe's, whichever it is.
+    """
+    user = {**(file_values or {}), **(cli_values or {})}
+    recipe_name = user.get("recipe", TrainConfig.recipe)
+    _choice("recipe", recipe_name, tuple(RECIPES))
+    recipe = dict(RECIPES[recipe_name])
+    if "epochs" in user or "steps" in user:
+        recipe.pop("epochs", None)
+        recipe.pop("steps", None)
+    return TrainConfig.from_dict({**recipe, **user}, where="the settings")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read settings from a ``.json`` or ``.toml`` file (a flat table of TrainConfig fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".json":
+            values = json.loads(path.read_text())
+        elif path.suffix == ".toml":
+            values = _read_toml(path)
+        else:
+            raise ValueError(f"config file must end in .json or .toml; got {path}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"cannot parse config file {path}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a table of settings")
+    TrainConfig.from_dict(resolve_config(values).to_dict(), where=str(path))  # validate early
+    return values
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError as exc:
+        raise ValueError(
+            f"reading {path} needs Python >= 3.11 (tomllib); use a .json file"
+        ) from exc
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"cannot parse config file {path}: {exc}") from exc
+
+
+def field_help() -> dict[str, str]:
+    """One help text per field, from the Attributes section of TrainConfig's docstring."""
+    section = inspect.cleandoc(TrainConfig.__doc__).split("Attributes:", 1)[1]
+    entries: dict[str, str] = {}
+    names: list[str] = []
+    for line in section.splitlines():
+        if match := re.match(r"^    ([a-z_, ]+): (.*)$", line):
+            names = [n.strip() for n in match.group(1).split(",")]
+            entries.update({n: match.group(2) for n in names})
+        elif line.startswith("        "):
+            entries.update({n: entries[n] + " " + line.strip() for n in names})
+    return entries
+
+
+def config_diff(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Names of the fields whose values differ, as ``"name: a -> b"``."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da[k]!r} -> {db[k]!r}" for k in da if k not in ignore and da[k] != db[k]]
+
+
+# -- type checking of values from files and the command line -------------------------------------
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {list(allowed)}; got {value!r}")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type hint; int -> float and list -> tuple only."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner)
+    if origin is tuple:
+        if isinstance(value, list | tuple):
+            return tuple(_coerce(name, v, args[0]) for v in value)
+    elif origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, hint):
+        return value
+    raise ValueError(f"setting {name!r} must be {_type_name(hint)}; got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

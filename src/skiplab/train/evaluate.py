@@ -1,0 +1,111 @@
+"""Evaluation and prediction with a trained network, and rebuilding one from its run folder.
+
+Nothing here knows a particular model: a run is rebuilt from its saved config through the
+registry (``create_model(cfg.model, **cfg.model_args)``) and its newest valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.registry import create_model
+from skiplab.train.checkpoint import load_latest
+from skiplab.train.config import TrainConfig
+from skiplab.train.losses import Loss
+from skiplab.train.metrics import make_meter
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``amp`` ("none", "bf16", "fp16")."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: ArrayDataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    loss: str = "ce",
+    amp: str = "none",
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Loss and error metrics of ``model`` on all of ``data`` (in eval mode, no augmentation).
+
+    Returns:
+        Classification: ``loss``, ``error`` (top-1), ``top5_error``. Segmentation: ``loss``,
+        ``error`` (pixel error), ``iou`` and ``dice`` (means over classes) and, for two
+        classes, ``rand_error`` (see :mod:`skiplab.train.metrics`). Errors are fractions.
+    """
+    device = torch.device(device)
+    loader = DeviceLoader(data, batch_size, train=False, device=device)
+    loss_fn = Loss(loss, data.task)  # no label smoothing: the plain loss
+    meter = make_meter(data.task, len(data.classes))
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in loader.epoch(0):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                logits = model(x)
+            logits = logits.float()
+            meter.update(logits, y, float(loss_fn(logits, y)))
+    finally:
+        model.train(was_training)
+    return meter.result()
+
+
+@dataclass
+class RunModel:
+    """A network rebuilt from a run: the model (eval mode, on CPU), its config and metadata."""
+
+    model: nn.Module
+    config: TrainConfig
+    meta: dict
+    checkpoint: Path
+
+
+def load_run(run: str | Path, checkpoint: str | Path | None = None, report=None) -> RunModel:
+    """Rebuild the network of run folder ``run`` from its newest valid checkpoint (or from
+    ``checkpoint``, a manifest ``step-N.json`` of that run)."""
+    from skiplab.train.checkpoint import load_checkpoint
+
+    run = Path(run)
+    if checkpoint is not None:
+        ckpt = load_checkpoint(Path(checkpoint))
+    else:
+        if not run.is_dir():
+            raise ValueError(f"run folder not found: {run}")
+        # Reports (which checkpoint, any invalid newer one) go to stderr: stdout is the result.
+        report = report or (lambda line: print(line, file=sys.stderr))
+        ckpt = load_latest(run / "checkpoints", report, set_aside=False)
+    cfg = TrainConfig.from_dict(ckpt.state["config"], where=f"{ckpt.manifest_path}")
+    if cfg.model is None:
+        raise ValueError(
+            f"{ckpt.manifest_path}: this run trained a module passed in from Python, not a "
+            "registered model; rebuild it yourself and load the .safetensors weights"
+        )
+    model = create_model(cfg.model, **cfg.model_args)
+    model.load_state_dict(ckpt.weights, strict=True)
+    return RunModel(model.eval(), cfg, ckpt.manifest["meta"], ckpt.manifest_path)
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write ``results`` as indented JSON (atomically)."""
+    from skiplab.train.checkpoint import atomic_write
+
+    atomic_write(Path(path), (json.dumps(results, indent=2) + "\n").encode())

@@ -1,0 +1,425 @@
+"""The training loop: one step at a time, resumable at any step boundary.
+
+The trainer knows nothing about any architecture: it takes a registered model name (built
+with ``skiplab.create_model``) or an ``nn.Module``, and ``ArrayDataset``s (or loads them by
+name). Every batch is ``loader.batch(epoch, index)``, a pure function of its position, and the
+checkpoint holds everything else that changes during training (weights, optimizer, schedule,
+RNG states of every rank, step, epoch, position in the epoch), so a resumed run on the CPU
+ends bit-identical to an uninterrupted one.
+
+Per step: forward, one all-reduce of (loss, wrong, count, stop flag) so that every rank agrees
+on the training error (for the warm-up), on a non-finite loss (stop before the update, no
+checkpoint afterwards) and on a signal (checkpoint and stop at the same step), then backward
+and the SGD update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.train import build, distributed, runtime
+from skiplab.train.checkpoint import (
+    LoadedCheckpoint,
+    atomic_write,
+    clean_leftovers,
+    load_latest,
+    write_checkpoint,
+)
+from skiplab.train.config import RUNTIME_FIELDS, TrainConfig, config_diff
+from skiplab.train.evaluate import autocast, evaluate
+from skiplab.train.losses import Loss
+from skiplab.train.metrics_log import MetricsLog
+from skiplab.train.schedule import LRSchedule
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite; the message names step, epoch and lr."""
+
+
+@dataclass
+class FitResult:
+    """How a call to :meth:`Trainer.fit` ended.
+
+    Attributes:
+        status: "finished" or "stopped" (by a signal or :meth:`Trainer.request_stop`).
+        step, epoch, position: Where training stands (position: batches done in ``epoch``).
+        checkpoint: Manifest of the last checkpoint written.
+        metrics: The last evaluation (empty when there was none).
+        message: What happened, with the command that resumes a stopped run.
+        signal: The signal number that stopped it, if any.
+    """
+
+    status: str
+    step: int
+    epoch: int
+    position: int
+    checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    signal: int | None = None
+
+
+class Trainer:
+    """Trains one network as ``cfg`` says.
+
+    Args:
+        cfg: The run's settings (see :class:`TrainConfig`).
+        model: A module to train instead of ``cfg.model`` (then ``cfg.model`` must be None).
+        train_data, val_data: Datasets to use instead of loading ``cfg.data``.
+        callbacks: Called as ``callback(trainer)`` after every step (e.g. to stop early).
+        resume: Continue from the newest valid checkpoint in ``cfg.out`` (an error when there
+            is none); without it, a run folder that holds checkpoints is refused.
+
+    Raises:
+        ValueError: for inconsistent settings, data or model, before any training step.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        model: nn.Module | None = None,
+        train_data: ArrayDataset | None = None,
+        val_data: ArrayDataset | None = None,
+        callbacks: Sequence[Callable[[Trainer], None]] = (),
+        resume: bool = False,
+    ) -> None:
+        # Cheap checks first: a wrong --out, --resume or setting fails before data is loaded.
+        build.check_run_folder(Path(cfg.out), resume)
+        build.check_settings(cfg, model)
+        self.dist, self.device, self._owns_group = distributed.setup(cfg.device)
+        try:
+            self._build(cfg, model, train_data, val_data)
+        except BaseException:
+            distributed.teardown(self._owns_group)
+            raise
+        self.resume, self.callbacks = resume, list(callbacks)
+        self.out, self.ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoints"
+        self.step = self.epoch = self.position = 0  # position: batches done in this epoch
+        self.epoch_sums = _new_sums()
+        self.lr = self.cfg.lr
+        self.stop_signal: int | None = None
+        self._stop_requested = False
+        self.last_checkpoint: Path | None = None
+        self.last_metrics: dict[str, float] = {}
+        self._saved_step = -1
+
+    def _build(self, cfg, model, train_data, val_data) -> None:
+        if cfg.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp='fp16' needs CUDA, which is not available (use amp='bf16')")
+        world = self.dist.world_size
+        if cfg.batch_size % world:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} (global) does not divide evenly over {world} "
+                "processes"
+            )
+        self.train_data, self.val_data, cfg = build.load_data(cfg, train_data, val_data)
+        self.task = self.train_data.task
+        model, self.cfg = build.model_and_config(cfg, self.train_data, model)
+        cfg = self.cfg
+        # Dropout / drop-path draw from the global generator: one stream per rank.
+        torch.manual_seed(cfg.seed + 1 + self.dist.rank)
+        random.seed(cfg.seed + 1 + self.dist.rank)
+
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        net: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(self.model, device_ids=ids)
+        self.net = torch.compile(net) if cfg.compile else net  # self.model stays the plain one
+
+        self.loss_fn = Loss(cfg.loss, self.task, cfg.label_smoothing)
+        self.loader = DeviceLoader(
+            self.train_data,
+            cfg.batch_size // world,
+            train=True,
+            seed=cfg.seed,
+            device=self.device,
+            augment=cfg.augment,
+            rank=self.dist.rank,
+            world_size=world,
+            crop_size=cfg.crop_size,
+        )
+        build.check_output(self.model, *self.loader.batch(0, 0), self.train_data)
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+        self.schedule = LRSchedule(cfg, self.total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+
+    # -- public -----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to checkpoint and stop.
+
+        The request is agreed between ranks in the next step's all-reduce, so the run stops
+        after that step (as it does for a signal).
+        """
+        self._stop_requested = True
+
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, flush=True)
+
+    def fit(self) -> FitResult:
+        """Train until ``total_steps`` (or a stop request); see :class:`FitResult`.
+
+        Raises:
+            NonFiniteLoss: when the loss becomes NaN/inf (nothing is written after that step).
+            ValueError: for a checkpoint that does not fit this run.
+        """
+        try:
+            self._prepare()
+            with runtime.stop_signals(self._on_signal):
+                return self._loop()
+        finally:
+            distributed.teardown(self._owns_group)
+
+    def _on_signal(self, signum: int) -> None:
+        self.stop_signal = signum
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for p in clean_leftovers(self.out) + clean_leftovers(self.ckpt_dir):
+                self.log(f"removed leftover of an interrupted write: {p}")
+        if self.resume:
+            # Rank 0 chooses (and sets invalid checkpoints aside) before the others read.
+            ckpt = load_latest(self.ckpt_dir, self.log) if self.dist.is_main else None
+            distributed.barrier(self.dist)
+            if ckpt is None:
+                ckpt = load_latest(self.ckpt_dir, lambda _: None, set_aside=False)
+            self._restore(ckpt)
+        self.metrics_log = MetricsLog(
+            self.out, self.task, self.val_data is not None, enabled=self.dist.is_main
+        )
+        if self.dist.is_main:
+            self.metrics_log.open(keep_until_step=self.step if self.resume else None)
+            text = json.dumps(self.cfg.to_dict(), indent=2) + "\n"
+            atomic_write(self.out / "config.json", text.encode())
+
+    def _restore(self, ckpt: LoadedCheckpoint) -> None:
+        state = ckpt.state
+        saved = TrainConfig.from_dict(state["config"], where=str(ckpt.manifest_path))
+        diff = config_diff(saved, self.cfg, ignore=RUNTIME_FIELDS)
+        if diff:
+            raise ValueError(
+                f"{ckpt.manifest_path} was made with other settings; a resumed run "
+                f"must use the same ones. Differences: {'; '.join(diff)}"
+            )
+        if state["world_size"] != self.dist.world_size:
+            raise ValueError(
+                f"{ckpt.manifest_path} was made by {state['world_size']} process(es); "
+                f"resume it with the same number (this run has {self.dist.world_size})"
+            )
+        self.model.load_state_dict(ckpt.weights, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.epoch_sums = dict(state["epoch_sums"])
+        self.lr = state["lr"]
+        runtime.restore_rng(state["rng"][self.dist.rank], self.device)
+        self.last_checkpoint = ckpt.manifest_path
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _loop(self) -> FitResult:
+        cfg = self.cfg
+        if self.step >= self.total_steps:
+            return self._result("finished", f"{self.out} is already complete at step {self.step}")
+        self.log(
+            f"training {cfg.model or type(self.model).__name__} on {self.train_data.source}: "
+            f"{self.total_steps} steps of {cfg.batch_size} ({self.steps_per_epoch} per epoch) "
+            f"on {self.device} x {self.dist.world_size} -> {self.out}"
+        )
+        show = self.dist.is_main and (
+            cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+        )
+        while self.step < self.total_steps:
+            n = self.steps_per_epoch
+            bar = tqdm(
+                total=n,
+                initial=self.position,
+                disable=not show,
+                leave=False,
+                desc=f"epoch {self.epoch + 1}",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+            while self.position < n and self.step < self.total_steps:
+                started = time.perf_counter()
+                stop = self._train_step(*self.loader.batch(self.epoch, self.position))
+                self.position += 1
+                self.step += 1
+                self.epoch_sums["seconds"] += time.perf_counter() - started
+                bar.update(1)
+                if (
+                    cfg.checkpoint_every
+                    and self.step % cfg.checkpoint_every == 0
+                    and (self.position < n)
+                ):
+                    self._save()
+                for callback in self.callbacks:
+                    callback(self)
+                if stop:
+                    bar.close()
+                    return self._stop()
+            bar.close()
+            if self.position >= n:
+                self.epoch, self.position = self.epoch + 1, 0
+            self._end_epoch()
+        return self._result("finished", f"finished {self.total_steps} steps; run folder {self.out}")
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """One SGD step; returns True when some rank got a signal or a stop request."""
+        lr = self.schedule.lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.cfg.amp):
+            logits = self.net(x)
+        loss = self.loss_fn(logits, y)
+        wrong = (logits.detach().argmax(dim=1) != y).sum()
+        # Summed over ranks: loss, wrong, count, then one flag per stop reason.
+        flags = [float(self.stop_signal == s) for s in runtime.STOP_SIGNALS]
+        flags.append(float(self._stop_requested))
+        extra = torch.tensor([float(y.numel()), *flags], device=self.device)
+        stats = torch.cat([loss.detach().float()[None], wrong.float()[None], extra])
+        loss_sum, wrong, count, *flags = distributed.all_reduce_sum(stats, self.dist).tolist()
+        mean_loss = loss_sum / self.dist.world_size
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(
+                f"non-finite training loss ({mean_loss}) at step {self.step + 1} (epoch "
+                f"{self.epoch}, batch {self.position} of {self.steps_per_epoch}), lr {lr:g}; "
+                f"stopped before the update, nothing written after step {self.step}; the last "
+                f"checkpoint is {self.last_checkpoint or 'none'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.observe(self.step, wrong / count)
+        self.lr = lr
+        sums = self.epoch_sums
+        sums["loss"] += mean_loss
+        sums["wrong"] += wrong
+        sums["count"] += count
+        sums["steps"] += 1
+        for sig, flag in zip(runtime.STOP_SIGNALS, flags, strict=False):
+            if flag > 0:  # a signal on any rank stops every rank, at this same step
+                self.stop_signal = sig
+        return any(f > 0 for f in flags)
+
+    def _end_epoch(self) -> None:
+        cfg = self.cfg
+        final = self.step >= self.total_steps
+        due = cfg.eval_every and self.epoch % cfg.eval_every == 0 and self.position == 0
+        val: dict[str, float] = {}
+        started = time.perf_counter()
+        if self.val_data is not None and (due or final):
+            if self.dist.is_main:  # rank 0 evaluates alone; the others wait at the barrier
+                val = evaluate(
+                    self.model,
+                    self.val_data,
+                    device=self.device,
+                    loss=cfg.loss,
+                    batch_size=cfg.eval_batch_size or cfg.batch_size,
+                    amp=cfg.amp,
+                    channels_last=cfg.channels_last,
+                )
+                self.last_metrics = val
+            distributed.barrier(self.dist)
+        s = self.epoch_sums
+        steps = max(s["steps"], 1)
+        row = {
+            "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 4),
+            "lr": self.lr,
+            "train_loss": s["loss"] / steps,
+            "train_error": s["wrong"] / max(s["count"], 1),
+            **{f"val_{k}": v for k, v in val.items()},
+            "seconds": s["seconds"] + time.perf_counter() - started,
+        }
+        self.metrics_log.write(row)
+        self.log(self.metrics_log.line(row, self.total_steps))
+        self.epoch_sums = _new_sums()
+        self._save()
+
+    def _stop(self) -> FitResult:
+        self._save()
+        why = signal.Signals(self.stop_signal).name if self.stop_signal else "a stop request"
+        again = distributed.relaunch_command(self.dist, self.cfg.out)
+        message = (
+            f"stopped by {why} at step {self.step} (epoch {self.epoch}, batch {self.position} of "
+            f"{self.steps_per_epoch}); checkpoint {self.last_checkpoint}. Resume with: {again}"
+        )
+        self.log(message)
+        return self._result("stopped", message)
+
+    def _result(self, status: str, message: str) -> FitResult:
+        where = (self.step, self.epoch, self.position, self.last_checkpoint)
+        return FitResult(status, *where, self.last_metrics, message, self.stop_signal)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _save(self) -> None:
+        if self._saved_step == self.step:
+            return
+        self._saved_step = self.step
+        rngs = distributed.all_gather_objects(runtime.capture_rng(self.device), self.dist)
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": rngs,
+                "config": self.cfg.to_dict(),
+                "epoch_sums": dict(self.epoch_sums),
+                "world_size": self.dist.world_size,
+                "lr": self.lr,
+            }
+            data = self.train_data  # what eval and predict need to know without the data
+            meta = {"task": self.task, "classes": list(data.classes), "mean": list(data.mean),
+                    "std": list(data.std), "in_chans": int(data.images.shape[1]),
+                    "data_source": data.source, "metrics": self.last_metrics}  # fmt: skip
+            self.last_checkpoint = write_checkpoint(
+                self.ckpt_dir,
+                step=self.step,
+                epoch=self.epoch,
+                position=self.position,
+                weights=self.model.state_dict(),
+                state=state,
+                meta=meta,
+                keep=self.cfg.keep_checkpoints,
+            )
+        distributed.barrier(self.dist)
+
+
+def _new_sums() -> dict[str, float]:
+    # Running sums over the current epoch, for its metrics row (saved in checkpoints).
+    return {"loss": 0.0, "wrong": 0.0, "count": 0.0, "steps": 0, "seconds": 0.0}
