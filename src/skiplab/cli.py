@@ -2,6 +2,8 @@
 
 skiplab models [PATTERN] [--family F] [--json]   table of registered models
 skiplab summary NAME [--input-size C H W]       per-stage shapes, parameters and MACs
+skiplab train / eval / predict                  training engine (see docs/training.md)
+skiplab reproduce [EXPERIMENT ...] / report     the chapter's experiments and report
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import sys
 
 from skiplab import list_models
+from skiplab.experiments.cli import add_experiment_commands
+from skiplab.train.commands import add_train_commands
 
 
 def _fmt_int(n: int) -> str:
@@ -104,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"))
     p.set_defaults(func=cmd_summary)
+
+    add_train_commands(sub)
+    add_experiment_commands(sub)
     return parser
 
 
