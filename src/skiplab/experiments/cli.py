@@ -1,0 +1,75 @@
+"""``skiplab reproduce`` and ``skiplab report``.
+
+skiplab reproduce [EXPERIMENT ...] --budget quick --data synthetic --out runs/demo
+skiplab report runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from skiplab.experiments.base import BUDGETS, Experiment, Settings, run_one
+
+
+def experiments() -> dict[str, Experiment]:
+    """Every experiment, by name, in report order."""
+    from skiplab.experiments.architecture_table import ArchitectureTable
+    from skiplab.experiments.degradation import Degradation
+
+    return {e.name: e for e in (Degradation(), ArchitectureTable())}
+
+
+def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
+    names = list(experiments())
+    p = sub.add_parser(
+        "reproduce",
+        help="run the chapter's experiments and write report.md",
+        description="Run experiments (default: all), write each one's results.json, figures "
+        "and verdicts, then report.md and report.html in --out.",
+    )
+    p.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help=f"any of {names}")
+    p.add_argument("--budget", choices=BUDGETS, default="quick")
+    p.add_argument("--data", default="synthetic", help="dataset name (synthetic, cifar10, ...)")
+    p.add_argument("--data-dir", type=Path, help="folder or archive of the dataset")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="rebuild report.md from a run folder without training")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from skiplab.experiments.report import build_report
+
+    known = experiments()
+    unknown = [n for n in args.experiments if n not in known]
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; choose from {list(known)}")
+    chosen = args.experiments or list(known)
+    settings = Settings(
+        out_dir=args.out,
+        budget=args.budget,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device,
+        seeds=args.seeds,
+    )
+    for i, name in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)
+        record = run_one(known[name], settings)
+        print(f"[{i}/{len(chosen)}] {name}: {record.seconds:.0f} s", file=sys.stderr, flush=True)
+    path = build_report(args.out, list(known.values()))
+    print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from skiplab.experiments.report import build_report
+
+    print(build_report(args.run_dir, list(experiments().values())))
+    return 0

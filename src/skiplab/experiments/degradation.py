@@ -1,0 +1,203 @@
+"""Experiment 1, degradation: deeper plain nets train worse; deeper residual nets do not.
+
+He et al. 2015 (arXiv:1512.03385), section 4.2, Fig. 1 and Fig. 6: on CIFAR-10 the 56-layer
+plain net has a *higher training error* than the 20-layer one (so the problem is optimisation,
+not overfitting), while ResNet-56 has a lower training error than ResNet-20. The plain nets
+are the residual nets with ``shortcut="none"``: the same layers and parameters.
+
+Training error is the running error over the last epoch (on augmented batches, as the paper's
+curves); test error is measured on the test split at each epoch end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean, stdev
+
+from skiplab.experiments.base import Experiment, Figure, Settings
+from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.training import DataPlan, classification_data, train_run
+from skiplab.experiments.verdict import Verdict, make_verdict
+
+
+@dataclass(frozen=True)
+class DegradationBudget:
+    depths: tuple[int, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    data: DataPlan
+    model_args: dict
+
+
+# The quick budget narrows the nets (widths 8/16/32) and halves the image side so that the
+# eight runs take a few minutes on two CPU cores; the depths are the paper's.
+BUDGETS = {
+    "quick": DegradationBudget(
+        (20, 32, 44, 56),
+        600,
+        64,
+        0.1,
+        DataPlan(3000, 1000, 16),
+        {"widths": (8, 16, 32), "stem_width": 8},
+    ),
+    "standard": DegradationBudget((20, 32, 44, 56), 8000, 128, 0.1, DataPlan(), {}),
+    "paper": DegradationBudget((20, 32, 44, 56, 110), 64000, 128, 0.1, DataPlan(), {}),
+}
+KINDS = {"plain": "plain", "residual": "resnet"}
+
+
+def _name(kind: str, depth: int) -> str:
+    return f"{KINDS[kind]}{depth}"
+
+
+class Degradation(Experiment):
+    name = "degradation"
+    title = "The degradation problem: plain against residual nets of growing depth"
+    paper = "He et al. 2015, section 4.2, Figs. 1 and 6"
+
+    def run(self, settings: Settings, folder: Path) -> dict:
+        budget = BUDGETS[settings.budget]
+        train, test = classification_data(settings, budget.data)
+        runs = []
+        for seed in range(settings.seeds):
+            for kind in KINDS:
+                for depth in budget.depths:
+                    model = _name(kind, depth)
+                    outcome = train_run(
+                        folder,
+                        f"{model}-seed{seed}",
+                        settings,
+                        model=model,
+                        model_args={**budget.model_args, "num_classes": len(train.classes)},
+                        train_data=train,
+                        val_data=test,
+                        seed=seed,
+                        steps=budget.steps,
+                        batch_size=budget.batch_size,
+                        lr=budget.lr,
+                        warmup="auto",
+                    )
+                    runs.append(
+                        {
+                            "kind": kind,
+                            "depth": depth,
+                            "seed": seed,
+                            "model": model,
+                            "curve": [
+                                {k: row[k] for k in ("step", "train_error", "val_error")}
+                                for row in outcome.curves
+                            ],
+                        }
+                    )
+        with open(folder / "curves.csv", "w") as fh:
+            fh.write("kind,depth,seed,step,train_error,test_error\n")
+            for r in runs:
+                for row in r["curve"]:
+                    fh.write(
+                        f"{r['kind']},{r['depth']},{r['seed']},{row['step']},"
+                        f"{row['train_error']},{row['val_error']}\n"
+                    )
+        return {
+            "budget": settings.budget,
+            "depths": list(budget.depths),
+            "steps": budget.steps,
+            "batch_size": budget.batch_size,
+            "model_args": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in budget.model_args.items()
+            },
+            "data": {"train": train.source, "test": test.source},
+            "runs": runs,
+        }
+
+    # -- analysis -------------------------------------------------------------------------------
+    @staticmethod
+    def _final(results: dict, kind: str, depth: int, key: str) -> list[float]:
+        return [
+            100 * r["curve"][-1][key]
+            for r in results["runs"]
+            if r["kind"] == kind and r["depth"] == depth
+        ]
+
+    def figures(self, results: dict, folder: Path) -> list[Figure]:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        colors = plt.get_cmap("viridis")
+        depths = results["depths"]
+        for ax, kind in zip(axes, KINDS, strict=True):
+            for i, depth in enumerate(depths):
+                color = colors(i / max(len(depths) - 1, 1))
+                runs = [r for r in results["runs"] if r["kind"] == kind and r["depth"] == depth]
+                steps = [row["step"] for row in runs[0]["curve"]]
+                for key, style in (("train_error", "--"), ("val_error", "-")):
+                    values = [
+                        100 * mean(r["curve"][j][key] for r in runs) for j in range(len(steps))
+                    ]
+                    label = f"{_name(kind, depth)}" if key == "val_error" else None
+                    ax.plot(steps, values, style, color=color, label=label, linewidth=1.5)
+            ax.set_title(f"{kind} nets")
+            ax.set_xlabel("iterations")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0].set_ylabel("error (%)")
+        save_figure(fig, folder, "degradation_curves")
+        return [
+            Figure(
+                "degradation_curves",
+                "Training error (dashed) and test error (solid), mean over seeds; the paper's "
+                "Fig. 6 style.",
+            )
+        ]
+
+    def verdicts(self, results: dict) -> list[Verdict]:
+        lo, hi = min(results["depths"]), max(results["depths"])
+        seeds = sorted({r["seed"] for r in results["runs"]})
+        out = []
+        for kind, claim, sign, paper in (
+            (
+                "plain",
+                f"The deeper plain net (plain-{hi}) has the higher training error than plain-{lo}",
+                1,
+                "Fig. 6 left: plain-56 above plain-20",
+            ),
+            (
+                "residual",
+                f"The deeper residual net (ResNet-{hi}) has the lower training error "
+                f"than ResNet-{lo}",
+                -1,
+                "Fig. 6 middle: ResNet-56 below ResNet-20",
+            ),
+        ):
+            deep = self._final(results, kind, hi, "train_error")
+            shallow = self._final(results, kind, lo, "train_error")
+            margins = [sign * (d - s) for d, s in zip(deep, shallow, strict=True)]
+            measured = (
+                f"final training error {_name(kind, hi)} {_fmt(deep)} vs "
+                f"{_name(kind, lo)} {_fmt(shallow)} ({len(seeds)} seeds)"
+            )
+            out.append(make_verdict(claim, self.name, measured, margins, 0.5, paper))
+        return out
+
+    def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
+        lines = [
+            f"Data: {results['data']['train']} (train), {results['data']['test']} (test). "
+            f"{results['steps']} iterations of batch {results['batch_size']}, the paper's step "
+            f"schedule scaled to the run; model overrides {results['model_args'] or 'none'}.",
+            "",
+            "| net | depth | final training error (%) | final test error (%) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for kind in KINDS:
+            for depth in results["depths"]:
+                lines.append(
+                    f"| {_name(kind, depth)} | {depth} | "
+                    f"{_fmt(self._final(results, kind, depth, 'train_error'))} | "
+                    f"{_fmt(self._final(results, kind, depth, 'val_error'))} |"
+                )
+        return "\n".join(lines)
+
+
+def _fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}%"
+    return f"{mean(values):.2f} ± {stdev(values):.2f}%"

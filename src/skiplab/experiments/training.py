@@ -1,0 +1,111 @@
+"""The two things every training experiment needs: its data at the chosen budget, and runs.
+
+Runs go through :class:`skiplab.train.Trainer` into ``<experiment>/runs/<name>/``, so each has
+its config, ``metrics.jsonl`` and checkpoints; running the experiment again resumes an
+interrupted run and reuses a finished one instead of training it again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skiplab.data import ArrayDataset, load_dataset
+from skiplab.experiments.base import Settings
+from skiplab.train import Trainer, resolve_config
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Which images an experiment trains on: a subset and, for the quick budget, a smaller
+    resolution (area downsampling) so that a whole demo fits in minutes on a CPU."""
+
+    train_size: int | None = None
+    test_size: int | None = None
+    resolution: int | None = None
+
+
+def classification_data(settings: Settings, plan: DataPlan) -> tuple[ArrayDataset, ArrayDataset]:
+    """Train and test splits of ``settings.data`` as the plan says (the first N of each split:
+    the synthetic and image-folder datasets are already in shuffled or class-balanced order)."""
+    train = load_dataset(settings.data, "train", data_dir=settings.data_dir)
+    test = load_dataset(settings.data, "test", data_dir=settings.data_dir)
+    return _shrink(train, plan.train_size, plan.resolution), _shrink(
+        test, plan.test_size, plan.resolution
+    )
+
+
+def _shrink(data: ArrayDataset, size: int | None, resolution: int | None) -> ArrayDataset:
+    if size is not None and size > len(data):
+        raise ValueError(f"asked for {size} images of {data.source}; it has {len(data)}")
+    images, targets = data.images[:size], data.targets[:size]
+    if resolution is not None and resolution != images.shape[-1]:
+        if data.task != "classification":
+            raise ValueError("resolution changes apply to classification data only")
+        images = F.interpolate(images.float(), size=(resolution, resolution), mode="area")
+        images = images.round().clamp_(0, 255).to(torch.uint8)
+    source = data.source + (f", first {size}" if size else "")
+    source += f", {resolution}x{resolution}" if resolution else ""
+    return replace(data, images=images.contiguous(), targets=targets.clone(), source=source)
+
+
+@dataclass
+class RunOutcome:
+    """A finished training run: its per-epoch metrics (``final``: the last row) and the
+    trained model."""
+
+    name: str
+    curves: list[dict]
+    final: dict
+    model: nn.Module
+
+
+def train_run(
+    folder: Path,
+    name: str,
+    settings: Settings,
+    *,
+    model: str,
+    model_args: dict,
+    train_data: ArrayDataset,
+    val_data: ArrayDataset | None,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    **train_settings,
+) -> RunOutcome:
+    """Train one registered model for ``steps`` steps (the paper's step schedule unless
+    ``train_settings`` says otherwise) and return its curves.
+
+    Args:
+        train_settings: Further :class:`skiplab.train.TrainConfig` fields (lr, schedule, ...).
+    """
+    out = folder / "runs" / name
+    cfg = resolve_config(
+        cli_values={
+            "model": model,
+            "model_args": dict(model_args),
+            "out": str(out),
+            "seed": seed,
+            "recipe": "paper",
+            "steps": steps,
+            "batch_size": batch_size,
+            "device": settings.device,
+            "progress": "auto",
+            "keep_checkpoints": 1,
+            "eval_every": 1,
+            **train_settings,
+        }
+    )
+    resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    trainer = Trainer(cfg, train_data=train_data, val_data=val_data, resume=resume)
+    result = trainer.fit()
+    if result.status != "finished":
+        raise RuntimeError(f"training run {out} did not finish: {result.message}")
+    curves = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return RunOutcome(name, curves, curves[-1], trainer.model)
