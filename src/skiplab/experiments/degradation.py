@@ -24,7 +24,7 @@ from skiplab.experiments.verdict import Verdict, make_verdict
 @dataclass(frozen=True)
 class DegradationBudget:
     depths: tuple[int, ...]
-    steps: int
+    epochs: int  # whole epochs, so that the last training-error row covers a full epoch
     batch_size: int
     lr: float
     data: DataPlan
@@ -42,8 +42,9 @@ BUDGETS = {
         DataPlan(3000, 1000, 16),
         {"widths": (8, 16, 32), "stem_width": 8},
     ),
-    "standard": DegradationBudget((20, 32, 44, 56), 8000, 128, 0.1, DataPlan(), {}),
-    "paper": DegradationBudget((20, 32, 44, 56, 110), 64000, 128, 0.1, DataPlan(), {}),
+    "standard": DegradationBudget((20, 32, 44, 56), 20, 128, 0.1, DataPlan(), {}),
+    # 164 epochs of 390 batches: the paper's 64k iterations.
+    "paper": DegradationBudget((20, 32, 44, 56, 110), 164, 128, 0.1, DataPlan(), {}),
 }
 KINDS = {"plain": "plain", "residual": "resnet"}
 
@@ -59,22 +60,32 @@ class Degradation(Experiment):
 
     def run(self, settings: Settings, folder: Path) -> dict:
         budget = BUDGETS[settings.budget]
+        if any((d - 2) % 6 for d in budget.depths):
+            raise ValueError(f"depths must be 6n+2; got {budget.depths}")
         train, test = classification_data(settings, budget.data)
         runs = []
         for seed in range(settings.seeds):
             for kind in KINDS:
                 for depth in budget.depths:
                     model = _name(kind, depth)
+                    # resnet20 with n units per stage and the chosen shortcut is the registered
+                    # resnet{6n+2} / plain{6n+2}, at any depth.
+                    n = (depth - 2) // 6
                     outcome = train_run(
                         folder,
                         f"{model}-seed{seed}",
                         settings,
-                        model=model,
-                        model_args={**budget.model_args, "num_classes": len(train.classes)},
+                        model="resnet20",
+                        model_args={
+                            **budget.model_args,
+                            "layers": (n, n, n),
+                            "shortcut": "A" if kind == "residual" else "none",
+                            "num_classes": len(train.classes),
+                        },
                         train_data=train,
                         val_data=test,
                         seed=seed,
-                        steps=budget.steps,
+                        epochs=budget.epochs,
                         batch_size=budget.batch_size,
                         lr=budget.lr,
                         warmup="auto",
@@ -102,7 +113,7 @@ class Degradation(Experiment):
         return {
             "budget": settings.budget,
             "depths": list(budget.depths),
-            "steps": budget.steps,
+            "epochs": budget.epochs,
             "batch_size": budget.batch_size,
             "model_args": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in budget.model_args.items()
@@ -181,7 +192,7 @@ class Degradation(Experiment):
     def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
         lines = [
             f"Data: {results['data']['train']} (train), {results['data']['test']} (test). "
-            f"{results['steps']} iterations of batch {results['batch_size']}, the paper's step "
+            f"{results['epochs']} epochs of batch {results['batch_size']}, the paper's step "
             f"schedule scaled to the run; model overrides {results['model_args'] or 'none'}.",
             "",
             "| net | depth | final training error (%) | final test error (%) |",

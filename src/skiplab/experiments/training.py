@@ -75,15 +75,15 @@ def train_run(
     train_data: ArrayDataset,
     val_data: ArrayDataset | None,
     seed: int,
-    steps: int,
     batch_size: int,
     **train_settings,
 ) -> RunOutcome:
-    """Train one registered model for ``steps`` steps (the paper's step schedule unless
-    ``train_settings`` says otherwise) and return its curves.
+    """Train one registered model (the paper's step schedule unless ``train_settings`` says
+    otherwise) and return its curves.
 
     Args:
-        train_settings: Further :class:`skiplab.train.TrainConfig` fields (lr, schedule, ...).
+        train_settings: Further :class:`skiplab.train.TrainConfig` fields: the run length
+            (``steps`` or ``epochs``), lr, schedule, ...
     """
     out = folder / "runs" / name
     cfg = resolve_config(
@@ -93,7 +93,10 @@ def train_run(
             "out": str(out),
             "seed": seed,
             "recipe": "paper",
-            "steps": steps,
+            # The data are passed in; these fields only record where they came from.
+            "data": settings.data,
+            "data_dir": None if settings.data_dir is None else str(settings.data_dir),
+            "val_split": "auto" if val_data is not None else "none",
             "batch_size": batch_size,
             "device": settings.device,
             "progress": "auto",

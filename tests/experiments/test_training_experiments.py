@@ -1,0 +1,114 @@
+"""degradation and gradient-flow end to end at a tiny budget, and their verdicts on edited
+(made-up) results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from skiplab.experiments import degradation, gradient_flow
+from skiplab.experiments.base import Settings, load_results, run_one
+from skiplab.experiments.report import build_report
+from skiplab.experiments.training import DataPlan
+
+TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setitem(
+        degradation.BUDGETS,
+        "quick",
+        degradation.DegradationBudget(
+            (8, 14), 1, 16, 0.1, TINY_DATA, {"widths": (4, 8, 16), "stem_width": 4}
+        ),
+    )
+    patch.setitem(
+        gradient_flow.BUDGETS,
+        "quick",
+        gradient_flow.GradientBudget((8, 14), 2, 16, TINY_DATA, True, None),
+    )
+    out = tmp_path_factory.mktemp("run")
+    settings = Settings(out_dir=out)
+    run_one(degradation.Degradation(), settings)
+    run_one(gradient_flow.GradientFlow(), settings)
+    yield out
+    patch.undo()
+
+
+def test_degradation_writes_curves_figures_and_verdicts(run_dir):
+    record = load_results(run_dir / "degradation")
+    runs = record.results["runs"]
+    assert {(r["kind"], r["depth"]) for r in runs} == {
+        (k, d) for k in ("plain", "residual") for d in (8, 14)
+    }
+    assert all(len(r["curve"]) == 1 and 0 <= r["curve"][0]["train_error"] <= 1 for r in runs)
+    csv = (run_dir / "degradation" / "curves.csv").read_text().splitlines()
+    assert csv[0] == "kind,depth,seed,step,train_error,test_error" and len(csv) == 5
+    report = build_report(run_dir, [degradation.Degradation()]).read_text()
+    assert report.count("| degradation |") == 2
+    assert (run_dir / "degradation" / "degradation_curves.png").stat().st_size > 1000
+
+
+def _edit(run_dir, tmp_path, name, change):
+    data = json.loads((run_dir / name / "results.json").read_text())
+    change(data["results"])
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(data))
+
+
+def test_degradation_verdicts_follow_made_up_numbers(run_dir, tmp_path):
+    def deeper_plain_trains_better(results):
+        for r in results["runs"]:
+            if r["kind"] == "plain":
+                r["curve"][-1]["train_error"] = 0.5 if r["depth"] == 8 else 0.2
+            else:
+                r["curve"][-1]["train_error"] = 0.5 if r["depth"] == 8 else 0.3
+
+    _edit(run_dir, tmp_path, "degradation", deeper_plain_trains_better)
+    verdicts = degradation.Degradation().verdicts(load_results(tmp_path / "degradation").results)
+    assert [v.status for v in verdicts] == ["NOT REPRODUCED", "REPRODUCED"]
+    assert verdicts[0].margin == pytest.approx(-30.0)
+
+
+def test_gradient_flow_measures_every_net_before_and_after_training(run_dir):
+    nets = load_results(run_dir / "gradient-flow").results["nets"]
+    assert {(n["kind"], n["depth"]) for n in nets} == {
+        (k, d) for k in gradient_flow.KINDS for d in (8, 14)
+    }
+    for n in nets:
+        for when in ("init", "trained"):
+            grads = n[when]["block_grad"]
+            assert len(grads) == len(n[when]["blocks"]) and all(g > 0 for g in grads)
+            assert n[when]["ratio"] == pytest.approx(grads[0] / grads[-1])
+    report = build_report(run_dir, [gradient_flow.GradientFlow()]).read_text()
+    assert report.count("| gradient-flow |") == 4
+
+
+def test_gradient_flow_verdicts_follow_made_up_numbers(run_dir, tmp_path):
+    def plain_vanishes(results):
+        for n in results["nets"]:
+            for when in ("init", "trained"):
+                n[when]["ratio"] = 1e-4 if n["kind"] == "plain" else 2.0
+
+    _edit(run_dir, tmp_path, "gradient-flow", plain_vanishes)
+    verdicts = gradient_flow.GradientFlow().verdicts(
+        load_results(tmp_path / "gradient-flow").results
+    )
+    assert [v.status for v in verdicts] == ["REPRODUCED"] * 4
+
+    def plain_explodes(results):
+        for n in results["nets"]:
+            for when in ("init", "trained"):
+                n[when]["ratio"] = 1e4 if n["kind"] == "plain" else 1e-3
+
+    (tmp_path / "gradient-flow" / "results.json").unlink()
+    (tmp_path / "gradient-flow").rmdir()
+    _edit(run_dir, tmp_path, "gradient-flow", plain_explodes)
+    verdicts = gradient_flow.GradientFlow().verdicts(
+        load_results(tmp_path / "gradient-flow").results
+    )
+    assert [v.status for v in verdicts] == ["NOT REPRODUCED"] * 4
+    assert "explodes" in verdicts[1].measured
