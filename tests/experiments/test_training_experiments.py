@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from skiplab.experiments import degradation, gradient_flow
+from skiplab.experiments import degradation, ensemble_paths, gradient_flow
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.report import build_report
 from skiplab.experiments.training import DataPlan
@@ -30,10 +30,12 @@ def run_dir(tmp_path_factory):
         "quick",
         gradient_flow.GradientBudget((8, 14), 2, 16, TINY_DATA, True, None),
     )
+    patch.setitem(ensemble_paths.BUDGETS, "quick", ensemble_paths.PathsBudget(14, 2, 2, 1, 16))
     out = tmp_path_factory.mktemp("run")
     settings = Settings(out_dir=out)
     run_one(degradation.Degradation(), settings)
     run_one(gradient_flow.GradientFlow(), settings)
+    run_one(ensemble_paths.EnsembleOfPaths(), settings)
     yield out
     patch.undo()
 
@@ -112,3 +114,18 @@ def test_gradient_flow_verdicts_follow_made_up_numbers(run_dir, tmp_path):
     )
     assert [v.status for v in verdicts] == ["NOT REPRODUCED"] * 4
     assert "explodes" in verdicts[1].measured
+
+
+def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
+    results = load_results(run_dir / "ensemble-of-paths").results
+    runs = sorted(p.name for p in (run_dir / "runs").iterdir())
+    assert runs.count("resnet14-quick-seed0") == 1  # trained once, used by both experiments
+    res, plain = results["residual"], results["plain"]
+    assert len(res["single"]) == 6 and res["downsampling"] == ["layer2.0", "layer3.0"]
+    assert plain["skipped"] == ["layer2.0", "layer3.0"] and len(plain["single"]) == 4
+    assert sorted(res["random"]) == ["1", "2"] and all(len(v) == 2 for v in res["random"].values())
+    paths = results["paths"]
+    assert paths["units"] == 6 and len(paths["total_gradient"]) == 7
+    assert abs(sum(paths["distribution"]) - 1) < 1e-12
+    report = build_report(run_dir, [ensemble_paths.EnsembleOfPaths()]).read_text()
+    assert report.count("| ensemble-of-paths |") == 4

@@ -17,8 +17,12 @@ def experiments() -> dict[str, Experiment]:
     """Every experiment, by name, in report order."""
     from skiplab.experiments.architecture_table import ArchitectureTable
     from skiplab.experiments.degradation import Degradation
+    from skiplab.experiments.ensemble_paths import EnsembleOfPaths
+    from skiplab.experiments.gradient_flow import GradientFlow
 
-    return {e.name: e for e in (Degradation(), ArchitectureTable())}
+    return {
+        e.name: e for e in (Degradation(), GradientFlow(), EnsembleOfPaths(), ArchitectureTable())
+    }
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:

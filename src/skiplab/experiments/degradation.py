@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
+from skiplab.data import ArrayDataset
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import DataPlan, classification_data, train_run
+from skiplab.experiments.training import DataPlan, RunOutcome, classification_data, train_run
 from skiplab.experiments.verdict import Verdict, make_verdict
 
 
@@ -53,6 +54,43 @@ def _name(kind: str, depth: int) -> str:
     return f"{KINDS[kind]}{depth}"
 
 
+def train_net(
+    settings: Settings,
+    budget: DegradationBudget,
+    kind: str,
+    depth: int,
+    seed: int,
+    train: ArrayDataset,
+    test: ArrayDataset,
+) -> RunOutcome:
+    """Train (or reuse) the ``kind`` net of ``depth`` layers of this budget.
+
+    Runs live in ``<run>/runs/`` so that other experiments (ensemble-of-paths) reuse them.
+    resnet20 with n units per stage and the chosen shortcut is the registered resnet{6n+2} /
+    plain{6n+2}, at any depth.
+    """
+    n = (depth - 2) // 6
+    return train_run(
+        settings.out_dir,
+        f"{_name(kind, depth)}-{settings.budget}-seed{seed}",
+        settings,
+        model="resnet20",
+        model_args={
+            **budget.model_args,
+            "layers": (n, n, n),
+            "shortcut": "A" if kind == "residual" else "none",
+            "num_classes": len(train.classes),
+        },
+        train_data=train,
+        val_data=test,
+        seed=seed,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        lr=budget.lr,
+        warmup="auto",
+    )
+
+
 class Degradation(Experiment):
     name = "degradation"
     title = "The degradation problem: plain against residual nets of growing depth"
@@ -68,28 +106,7 @@ class Degradation(Experiment):
             for kind in KINDS:
                 for depth in budget.depths:
                     model = _name(kind, depth)
-                    # resnet20 with n units per stage and the chosen shortcut is the registered
-                    # resnet{6n+2} / plain{6n+2}, at any depth.
-                    n = (depth - 2) // 6
-                    outcome = train_run(
-                        folder,
-                        f"{model}-seed{seed}",
-                        settings,
-                        model="resnet20",
-                        model_args={
-                            **budget.model_args,
-                            "layers": (n, n, n),
-                            "shortcut": "A" if kind == "residual" else "none",
-                            "num_classes": len(train.classes),
-                        },
-                        train_data=train,
-                        val_data=test,
-                        seed=seed,
-                        epochs=budget.epochs,
-                        batch_size=budget.batch_size,
-                        lr=budget.lr,
-                        warmup="auto",
-                    )
+                    outcome = train_net(settings, budget, kind, depth, seed, train, test)
                     runs.append(
                         {
                             "kind": kind,

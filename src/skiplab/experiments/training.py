@@ -1,8 +1,9 @@
 """The two things every training experiment needs: its data at the chosen budget, and runs.
 
-Runs go through :class:`skiplab.train.Trainer` into ``<experiment>/runs/<name>/``, so each has
-its config, ``metrics.jsonl`` and checkpoints; running the experiment again resumes an
-interrupted run and reuses a finished one instead of training it again.
+Runs go through :class:`skiplab.train.Trainer` into ``<run>/runs/<name>/``, so each has its
+config, ``metrics.jsonl`` and checkpoints; running an experiment again resumes an interrupted
+run and reuses a finished one instead of training it again (also across experiments that need
+the same net: the name must then stand for the same settings, or the resume is refused).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class RunOutcome:
 
 
 def train_run(
-    folder: Path,
+    run_dir: Path,
     name: str,
     settings: Settings,
     *,
@@ -85,7 +86,7 @@ def train_run(
         train_settings: Further :class:`skiplab.train.TrainConfig` fields: the run length
             (``steps`` or ``epochs``), lr, schedule, ...
     """
-    out = folder / "runs" / name
+    out = run_dir / "runs" / name
     cfg = resolve_config(
         cli_values={
             "model": model,

@@ -1,0 +1,240 @@
+"""Experiment 3, ensemble-of-paths: residual nets behave like ensembles of short paths.
+
+Veit, Wilber & Belongie 2016 (arXiv:1605.06431): deleting a single residual unit at test time
+(keeping its shortcut) barely changes the error, except for downsampling units (Fig. 3);
+error grows smoothly with the number of deleted units (Fig. 5a); removing a layer from a plain
+net destroys it (Fig. 3); and most of the gradient comes from short paths (Fig. 6).
+
+The nets are the degradation experiment's (same budget, same run folders: they are trained
+once). Damage is measured relative to chance: D = (error_lesioned - error_intact) / (chance -
+error_intact), 0 for no harm and 1 for a net reduced to chance. "Barely hurts" means mean
+D < 0.2; "destroys" means mean D > 0.5. Paths are "short" when the gradient-weighted mean
+path length is below n/2, the mean length of all 2^n paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+from skiplab.analysis.lesion import lesion_random_blocks, lesion_single_blocks
+from skiplab.analysis.paths import (
+    effective_path_range,
+    gradient_per_path_length,
+    path_length_distribution,
+    total_gradient,
+)
+from skiplab.data import DeviceLoader
+from skiplab.experiments import degradation
+from skiplab.experiments.base import Experiment, Figure, Settings
+from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.training import classification_data
+from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.train import evaluate
+
+BARELY, DESTROYS = 0.2, 0.5
+
+
+@dataclass(frozen=True)
+class PathsBudget:
+    depth: int
+    max_deleted: int
+    trials: int
+    path_samples: int  # subsets per path length for the gradient estimate
+    batch_size: int
+
+
+BUDGETS = {
+    "quick": PathsBudget(56, 10, 3, 3, 64),
+    "standard": PathsBudget(56, 20, 5, 10, 128),
+    "paper": PathsBudget(110, 20, 10, 20, 128),
+}
+
+
+def _damage(error: float, intact: float, chance: float) -> float:
+    return (error - intact) / max(chance - intact, 1e-9)
+
+
+class EnsembleOfPaths(Experiment):
+    name = "ensemble-of-paths"
+    title = "Residual networks as ensembles of relatively shallow paths"
+    paper = "Veit et al. 2016, Figs. 3, 5 and 6"
+
+    def run(self, settings: Settings, folder: Path) -> dict:
+        budget = BUDGETS[settings.budget]
+        deg = degradation.BUDGETS[settings.budget]
+        train, test = classification_data(settings, deg.data)
+        chance = 1 - 1 / len(train.classes)
+
+        def error(model) -> float:
+            return evaluate(model, test, batch_size=256, device=settings.device)["error"]
+
+        out = {"depth": budget.depth, "chance_error": chance, "data": test.source}
+        for kind, mode in (("residual", "lesion"), ("plain", "remove")):
+            net = degradation.train_net(settings, deg, kind, budget.depth, 0, train, test)
+            model = net.model.eval()
+            single = lesion_single_blocks(model, error, mode=mode)
+            random = lesion_random_blocks(
+                model,
+                error,
+                range(1, budget.max_deleted + 1),
+                budget.trials,
+                seed=0,
+                mode=mode,
+                exclude_downsampling=True,
+            )
+            out[kind] = {
+                "mode": mode,
+                "intact": single.intact,
+                "single": [{"block": b, "error": e} for b, e in single.errors],
+                "downsampling": single.downsampling,
+                "skipped": single.skipped,
+                "random": {str(k): v for k, v in random.errors.items()},
+            }
+            if kind == "residual":
+                x, y = DeviceLoader(
+                    train, budget.batch_size, train=False, device=settings.device
+                ).batch(0, 0)
+                n = len(list(model.iter_blocks()))
+                per_length = gradient_per_path_length(
+                    model, x, y, range(n + 1), budget.path_samples, seed=0
+                )
+                total = total_gradient(per_length, n)
+                lo, hi = effective_path_range(total, n)
+                out["paths"] = {
+                    "units": n,
+                    "distribution": path_length_distribution(n),
+                    "gradient_per_length": [per_length[k] for k in range(n + 1)],
+                    "total_gradient": [total[k] for k in range(n + 1)],
+                    "effective_range": [lo, hi],
+                }
+        with open(folder / "single_lesions.csv", "w") as fh:
+            fh.write("net,block,error\n")
+            for kind in ("residual", "plain"):
+                for row in out[kind]["single"]:
+                    fh.write(f"{kind},{row['block']},{row['error']}\n")
+        return out
+
+    def _damages(self, results: dict, kind: str) -> tuple[list[float], list[float]]:
+        r, chance = results[kind], results["chance_error"]
+        normal, down = [], []
+        for row in r["single"]:
+            d = _damage(row["error"], r["intact"], chance)
+            (down if row["block"] in r["downsampling"] else normal).append(d)
+        return normal, down
+
+    def figures(self, results: dict, folder: Path) -> list[Figure]:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+        for kind, color in (("residual", "#1f77b4"), ("plain", "#d62728")):
+            r = results[kind]
+            names = [row["block"] for row in r["single"]]
+            axes[0].plot(
+                range(len(names)),
+                [100 * row["error"] for row in r["single"]],
+                "o-",
+                color=color,
+                markersize=3,
+                label=f"{kind} ({r['mode']})",
+            )
+            axes[0].axhline(100 * r["intact"], color=color, linestyle=":", linewidth=1)
+            ks = sorted(int(k) for k in r["random"])
+            axes[1].errorbar(
+                ks,
+                [100 * mean(r["random"][str(k)]) for k in ks],
+                yerr=[100 * (max(r["random"][str(k)]) - min(r["random"][str(k)])) / 2 for k in ks],
+                color=color,
+                label=kind,
+                capsize=2,
+            )
+        axes[0].set_xlabel("deleted block (index)")
+        axes[0].set_ylabel("test error (%)")
+        axes[0].legend(fontsize=8)
+        axes[1].set_xlabel("blocks deleted at random")
+        axes[1].set_ylabel("test error (%)")
+        axes[1].legend(fontsize=8)
+        p = results["paths"]
+        ks = range(p["units"] + 1)
+        ax = axes[2]
+        ax.plot(ks, p["distribution"], label="share of paths (binomial)")
+        total = p["total_gradient"]
+        s = sum(total)
+        ax.plot(ks, [t / s for t in total], label="share of total gradient")
+        ax.axvspan(*p["effective_range"], alpha=0.15, label="90% of the gradient")
+        ax.set_xlabel("path length (units on the residual branch)")
+        ax.legend(fontsize=8)
+        for a in axes:
+            a.grid(alpha=0.3)
+        save_figure(fig, folder, "lesions_and_paths")
+        return [
+            Figure(
+                "lesions_and_paths",
+                "Left: test error after deleting one block (dotted: intact). Middle: "
+                "deleting k random non-downsampling blocks (bars: range over trials). "
+                "Right: path lengths and the gradient they carry.",
+            )
+        ]
+
+    def verdicts(self, results: dict) -> list[Verdict]:
+        normal, down = self._damages(results, "residual")
+        plain, _ = self._damages(results, "plain")
+        p = results["paths"]
+        n = p["units"]
+        total = p["total_gradient"]
+        weighted = sum(k * t for k, t in enumerate(total)) / sum(total)
+        return [
+            make_verdict(
+                "Deleting one (non-downsampling) block barely hurts a residual net",
+                self.name,
+                f"mean relative damage {mean(normal):.3f} over {len(normal)} blocks "
+                f"(barely: < {BARELY})",
+                [BARELY - mean(normal)],
+                0.02,
+                "Veit et al. Fig. 3: small error increase",
+            ),
+            make_verdict(
+                "... except downsampling blocks, which hurt more",
+                self.name,
+                f"mean relative damage {mean(down):.3f} (downsampling) vs {mean(normal):.3f}",
+                [mean(down) - mean(normal)],
+                0.05,
+                "Veit et al. Fig. 3: spikes at downsampling",
+            ),
+            make_verdict(
+                "Removing a layer from a plain net destroys it",
+                self.name,
+                f"mean relative damage {mean(plain):.3f} over {len(plain)} layers "
+                f"(destroys: > {DESTROYS})",
+                [mean(plain) - DESTROYS],
+                0.02,
+                "Veit et al. Fig. 3: plain VGG at chance",
+            ),
+            make_verdict(
+                "The effective paths are short",
+                self.name,
+                f"gradient-weighted mean path length {weighted:.1f} of {n} units (all paths: "
+                f"{n / 2:.1f}); 90% of the gradient in lengths {p['effective_range']}",
+                [n / 2 - weighted],
+                1.0,
+                "Veit et al.: 5-17 of 54 units in ResNet-110",
+            ),
+        ]
+
+    def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
+        r, pl = results["residual"], results["plain"]
+        return "\n".join(
+            [
+                f"Nets: the degradation experiment's residual and plain nets of depth "
+                f"{results['depth']}; test data {results['data']}; chance error "
+                f"{100 * results['chance_error']:.0f}%.",
+                "",
+                "| net | intact error | mean error, one block deleted | downsampling blocks |",
+                "| --- | --- | --- | --- |",
+                f"| residual (lesion) | {100 * r['intact']:.2f}% | "
+                f"{100 * mean(x['error'] for x in r['single']):.2f}% | "
+                f"{', '.join(r['downsampling'])} |",
+                f"| plain (remove) | {100 * pl['intact']:.2f}% | "
+                f"{100 * mean(x['error'] for x in pl['single']):.2f}% | skipped: "
+                f"{', '.join(pl['skipped']) or '—'} |",
+            ]
+        )
