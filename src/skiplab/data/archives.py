@@ -48,14 +48,6 @@ def archive_kind(path: Path) -> str | None:
     return None
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint_dir(root: Path, files: list[Path]) -> str:
     """SHA-256 of the sorted relative paths, sizes and modification times of ``files``.
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
+
+from skiplab.fileio import atomic_write
 
 CACHE_VERSION = "1"  # bump when the decoded format changes; old files are then ignored
 
@@ -40,21 +41,6 @@ def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_cached(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Store ``tensors`` and JSON-serialisable ``meta`` at ``path`` with their checksum."""
     tensors = {k: v.contiguous() for k, v in tensors.items()}
@@ -63,7 +49,7 @@ def save_cached(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Non
         "checksum": tensors_checksum(tensors),
         "meta": json.dumps(meta, sort_keys=True),
     }
-    atomic_write_bytes(path, save_safetensors(tensors, metadata=header))
+    atomic_write(path, save_safetensors(tensors, metadata=header))
 
 
 def load_cached(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skiplab.data.archives import fingerprint_dir, open_tar, sha256_file, validate_tar
+from skiplab.data.archives import fingerprint_dir, open_tar, validate_tar
 from skiplab.data.dataset import ArrayDataset
 from skiplab.data.download import download_file
+from skiplab.fileio import sha256_file
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skiplab.data.archives import fingerprint_dir, open_tar, sha256_file, validate_tar
+from skiplab.data.archives import fingerprint_dir, open_tar, validate_tar
 from skiplab.data.cache import load_cached, save_cached
 from skiplab.data.dataset import ArrayDataset, channel_stats
+from skiplab.fileio import sha256_file
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

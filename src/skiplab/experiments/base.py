@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from skiplab.experiments.verdict import Verdict
+from skiplab.fileio import atomic_write
 
 BUDGETS = ("quick", "standard", "paper")
 
@@ -146,14 +147,8 @@ def _git_revision() -> str:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write JSON through a temporary file and ``os.replace``, so a crash leaves no half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically, so that a crash leaves the old file or the new one."""
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def run_one(experiment: Experiment, settings: Settings) -> ResultsFile:

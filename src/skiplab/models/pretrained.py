@@ -13,13 +13,14 @@ conversion is reported:
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from skiplab.fileio import sha256_file
 
 # Input normalisation those public CIFAR checkpoints were trained with (ImageNet statistics).
 CIFAR_CHECKPOINT_MEAN = (0.485, 0.456, 0.406)
@@ -47,14 +48,6 @@ class LoadReport:
         """Top-1 accuracy (%) the checkpoint's authors recorded, when the file carries it."""
         value = self.metadata.get("best_prec1")
         return None if value is None else float(value)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights_file(path: str | Path) -> dict:

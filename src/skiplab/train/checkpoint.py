@@ -17,10 +17,8 @@ sizes and digests first, then reads with ``read_weights_file`` (safetensors or
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from skiplab.models.pretrained import read_weights_file, sha256_file
+from skiplab.fileio import TMP_PREFIX, atomic_write, sha256_file
+from skiplab.models.pretrained import read_weights_file
 
 FORMAT = "skiplab-checkpoint-1"
-TMP_PREFIX = ".tmp-"
 _MANIFEST = re.compile(r"^step-(\d{8,})\.json$")
 
 
@@ -51,37 +49,6 @@ class LoadedCheckpoint:
     @property
     def step(self) -> int:
         return int(self.manifest["step"])
-
-
-# -- atomic files ----------------------------------------------------------------------------------
-def atomic_write(path: Path, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically; return its sha256.
-
-    The bytes go to a temporary file in the same folder (same file system, so os.replace is
-    atomic), are flushed and fsynced, replace ``path``, and the folder is fsynced so that the
-    rename itself survives a power cut.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def clean_leftovers(folder: Path) -> list[Path]:

@@ -227,7 +227,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from skiplab.data.imagefolder import decode_image
-    from skiplab.train.checkpoint import atomic_write
+    from skiplab.fileio import atomic_write
     from skiplab.train.distributed import resolve_device
     from skiplab.train.evaluate import load_run
 

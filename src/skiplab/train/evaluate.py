@@ -106,6 +106,6 @@ def load_run(run: str | Path, checkpoint: str | Path | None = None, report=None)
 
 def write_results(path: Path, results: dict) -> None:
     """Write ``results`` as indented JSON (atomically)."""
-    from skiplab.train.checkpoint import atomic_write
+    from skiplab.fileio import atomic_write
 
     atomic_write(Path(path), (json.dumps(results, indent=2) + "\n").encode())

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from skiplab.train.checkpoint import atomic_write
+from skiplab.fileio import atomic_write
 
 VAL_COLUMNS = {
     "classification": ("val_loss", "val_error", "val_top5_error"),

@@ -1,0 +1,51 @@
+"""File helpers every part of skiplab shares: digests and atomic writes.
+
+An atomic write puts the bytes in a temporary file in the same folder (same file system, so
+``os.replace`` is atomic), flushes and fsyncs it, replaces the target, and fsyncs the folder so
+that the rename itself survives a power cut. A reader sees the old file or the complete new
+one, never a partial one; a crash leaves at most a ``.tmp-*`` file, which the checkpoint code
+cleans at the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically (creating the folder); return its sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
