@@ -76,6 +76,29 @@ def register_model(
     return decorator
 
 
+def register_config_model(
+    name: str,
+    model_cls: Callable[..., nn.Module],
+    cfg,
+    *,
+    family: str,
+    input_size: tuple[int, int, int],
+    depth: int | None = None,
+    task: str = "classification",
+) -> None:
+    """Register ``name`` as ``model_cls(cfg.with_overrides(overrides), model_name=name)``:
+    a model family whose variants are rows of a config dataclass with ``with_overrides``."""
+
+    def build(**overrides) -> nn.Module:
+        return model_cls(cfg.with_overrides(overrides), model_name=name)
+
+    build.__name__ = name
+    build.__doc__ = (
+        f"{name}: {model_cls.__name__} ({family}). Overrides: any {type(cfg).__name__} field."
+    )
+    register_model(name, family=family, input_size=input_size, depth=depth, task=task)(build)
+
+
 def _ensure_loaded() -> None:
     # Importing the models package runs every family's @register_model.
     import skiplab.models  # noqa: F401

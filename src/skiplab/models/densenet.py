@@ -46,7 +46,7 @@ from skiplab.models._base import (
     check_positive_int,
     frozen_bn_stats,
 )
-from skiplab.registry import register_model
+from skiplab.registry import register_config_model
 
 STEMS = ("imagenet", "cifar")
 
@@ -418,16 +418,7 @@ DENSENET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], DenseNetConfig]] =
 }
 
 
-def _register(
-    name: str, family: str, input_size: tuple[int, int, int], cfg: DenseNetConfig
-) -> None:
-    def build(**overrides) -> DenseNet:
-        return DenseNet(cfg.with_overrides(overrides), model_name=name)
-
-    build.__name__ = name
-    build.__doc__ = f"{name}: {family}, depth {cfg.depth}. Overrides: any DenseNetConfig field."
-    register_model(name, family=family, input_size=input_size, depth=cfg.depth)(build)
-
-
 for _name, (_family, _input, _cfg) in DENSENET_VARIANTS.items():
-    _register(_name, _family, _input, _cfg)
+    register_config_model(
+        _name, DenseNet, _cfg, family=_family, input_size=_input, depth=_cfg.depth
+    )

@@ -25,7 +25,7 @@ from torch import nn
 
 from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int
 from skiplab.models.backbones import create_backbone, nearest_sizes
-from skiplab.registry import register_model
+from skiplab.registry import register_config_model
 
 COMMON_STRIDE = 4  # the semantic branch merges the levels at P2's stride (Kirillov et al. 2019)
 GN_GROUPS = 32
@@ -302,21 +302,12 @@ class FPN(SkipNet):
         return x if pre_logits else self.segmentation_head(x)
 
 
-def _register(name: str, cfg: FPNConfig) -> None:
-    def build(**overrides) -> FPN:
-        return FPN(cfg.with_overrides(overrides), model_name=name)
-
-    build.__name__ = name
-    build.__doc__ = (
-        f"{name}: Panoptic-FPN semantic segmentation on {cfg.encoder}. Overrides: FPNConfig."
-    )
-    register_model(name, family="fpn", input_size=(1, 512, 512), task="segmentation")(build)
-
-
 # name: config (rows of data; ISBI 2012 tiles are 1 x 512 x 512)
 FPN_VARIANTS: dict[str, FPNConfig] = {
     f"fpn_{bb}": FPNConfig(encoder=bb) for bb in ("resnet18", "resnet34", "resnet50")
 }
 
 for _name, _cfg in FPN_VARIANTS.items():
-    _register(_name, _cfg)
+    register_config_model(
+        _name, FPN, _cfg, family="fpn", input_size=(1, 512, 512), task="segmentation"
+    )

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from skiplab.models._base import FeatureInfo, SkipNet, check_choice, check_positive_int
-from skiplab.registry import register_model
+from skiplab.registry import register_config_model
 
 SKIPS = ("highway", "residual", "none")
 GATE_MODES = ("learned", "closed", "open")
@@ -392,19 +392,12 @@ HIGHWAY_VARIANTS: dict[str, HighwayMLPConfig | HighwayCNNConfig] = {
 }
 
 
-def _register(name: str, cfg: HighwayMLPConfig | HighwayCNNConfig) -> None:
-    net = HighwayMLP if isinstance(cfg, HighwayMLPConfig) else HighwayCNN
-    depth = cfg.depth
-
-    def build(**overrides) -> SkipNet:
-        return net(cfg.with_overrides(overrides), model_name=name)
-
-    build.__name__ = name
-    build.__doc__ = (
-        f"{name}: highway family, depth {depth}. Overrides: any {type(cfg).__name__} field."
-    )
-    register_model(name, family="highway", input_size=CIFAR, depth=depth)(build)
-
-
 for _name, _cfg in HIGHWAY_VARIANTS.items():
-    _register(_name, _cfg)
+    register_config_model(
+        _name,
+        HighwayMLP if isinstance(_cfg, HighwayMLPConfig) else HighwayCNN,
+        _cfg,
+        family="highway",
+        input_size=CIFAR,
+        depth=_cfg.depth,
+    )

@@ -26,7 +26,7 @@ from skiplab.models._base import (
     check_positive_int,
 )
 from skiplab.models.resnet_blocks import BLOCKS, SHORTCUTS, conv3x3, make_shortcut
-from skiplab.registry import register_model
+from skiplab.registry import register_config_model
 
 STEMS = ("imagenet", "cifar")
 
@@ -315,14 +315,5 @@ RESNET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], ResNetConfig]] = {
 # fmt: on
 
 
-def _register(name: str, family: str, input_size: tuple[int, int, int], cfg: ResNetConfig) -> None:
-    def build(**overrides) -> ResNet:
-        return ResNet(cfg.with_overrides(overrides), model_name=name)
-
-    build.__name__ = name
-    build.__doc__ = f"{name}: {family}, depth {cfg.depth}. Overrides: any ResNetConfig field."
-    register_model(name, family=family, input_size=input_size, depth=cfg.depth)(build)
-
-
 for _name, (_family, _input, _cfg) in RESNET_VARIANTS.items():
-    _register(_name, _family, _input, _cfg)
+    register_config_model(_name, ResNet, _cfg, family=_family, input_size=_input, depth=_cfg.depth)

@@ -27,7 +27,7 @@ from torch import nn
 from skiplab.models._base import FeatureInfo, SkipNet, check_choice, check_positive_int
 from skiplab.models.backbones import create_backbone, nearest_sizes
 from skiplab.models.unet_parts import UPSAMPLING, UNetDecoder, UNetEncoder
-from skiplab.registry import register_model
+from skiplab.registry import register_config_model
 
 
 # -- size arithmetic ------------------------------------------------------------------------------
@@ -303,18 +303,7 @@ UNET_VARIANTS: dict[str, tuple[tuple[int, int, int], int | None, UNetConfig]] = 
 }
 
 
-def _register(
-    name: str, input_size: tuple[int, int, int], depth: int | None, cfg: UNetConfig
-) -> None:
-    def build(**overrides) -> UNet:
-        return UNet(cfg.with_overrides(overrides), model_name=name)
-
-    build.__name__ = name
-    build.__doc__ = f"{name}: U-Net ({cfg.encoder or 'paper encoder'}). Overrides: UNetConfig."
-    register_model(name, family="unet", input_size=input_size, depth=depth, task="segmentation")(
-        build
-    )
-
-
 for _name, (_input, _depth, _cfg) in UNET_VARIANTS.items():
-    _register(_name, _input, _depth, _cfg)
+    register_config_model(
+        _name, UNet, _cfg, family="unet", input_size=_input, depth=_depth, task="segmentation"
+    )
