@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from skiplab.experiments import degradation, ensemble_paths, gradient_flow
+from skiplab.experiments import degradation, ensemble_paths, gradient_flow, preact_vs_original
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.report import build_report
 from skiplab.experiments.training import DataPlan
@@ -36,6 +36,18 @@ def run_dir(tmp_path_factory):
     run_one(degradation.Degradation(), settings)
     run_one(gradient_flow.GradientFlow(), settings)
     run_one(ensemble_paths.EnsembleOfPaths(), settings)
+    patch.setitem(
+        preact_vs_original.BUDGETS,
+        "quick",
+        preact_vs_original.PreactBudget(
+            (("preact_resnet110", 1), ("preact_resnet164", 1)),
+            1,
+            16,
+            TINY_DATA,
+            {"widths": (4, 8, 16), "stem_width": 4},
+        ),
+    )
+    run_one(preact_vs_original.PreactVsOriginal(), settings)
     yield out
     patch.undo()
 
@@ -129,3 +141,19 @@ def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
     assert abs(sum(paths["distribution"]) - 1) < 1e-12
     report = build_report(run_dir, [ensemble_paths.EnsembleOfPaths()]).read_text()
     assert report.count("| ensemble-of-paths |") == 4
+
+
+def test_preact_vs_original_trains_both_orders_of_the_same_net(run_dir):
+    results = load_results(run_dir / "preact-vs-original").results
+    assert results["depths"] == [8, 11]  # 6n+2 basic and 9n+2 bottleneck with n = 1
+    assert {(r["order"], r["depth"]) for r in results["runs"]} == {
+        (o, d) for o in ("original", "preact") for d in (8, 11)
+    }
+    verdicts = preact_vs_original.PreactVsOriginal().verdicts(results)
+    assert len(verdicts) == 2 and all(
+        v.status in {"REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE"} for v in verdicts
+    )
+    # Made-up numbers: the original order trains much better at the deeper net.
+    for r in results["runs"]:
+        r["curve"][-1]["train_loss"] = 0.5 if r["order"] == "original" else 0.9
+    assert preact_vs_original.PreactVsOriginal().verdicts(results)[0].status == "NOT REPRODUCED"

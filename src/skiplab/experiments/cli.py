@@ -19,10 +19,16 @@ def experiments() -> dict[str, Experiment]:
     from skiplab.experiments.degradation import Degradation
     from skiplab.experiments.ensemble_paths import EnsembleOfPaths
     from skiplab.experiments.gradient_flow import GradientFlow
+    from skiplab.experiments.preact_vs_original import PreactVsOriginal
 
-    return {
-        e.name: e for e in (Degradation(), GradientFlow(), EnsembleOfPaths(), ArchitectureTable())
-    }
+    order = (
+        Degradation(),
+        GradientFlow(),
+        EnsembleOfPaths(),
+        PreactVsOriginal(),
+        ArchitectureTable(),
+    )
+    return {e.name: e for e in order}
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
