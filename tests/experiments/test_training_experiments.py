@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from skiplab.experiments import degradation, ensemble_paths, gradient_flow, preact_vs_original
+from skiplab.experiments import (
+    degradation,
+    ensemble_paths,
+    gradient_flow,
+    highway_vs_residual,
+    preact_vs_original,
+)
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.report import build_report
 from skiplab.experiments.training import DataPlan
@@ -48,6 +54,12 @@ def run_dir(tmp_path_factory):
         ),
     )
     run_one(preact_vs_original.PreactVsOriginal(), settings)
+    patch.setitem(
+        highway_vs_residual.BUDGETS,
+        "quick",
+        highway_vs_residual.HighwayBudget((2, 4), 8, 1, 16, 0.05, TINY_DATA),
+    )
+    run_one(highway_vs_residual.HighwayVsResidual(), settings)
     yield out
     patch.undo()
 
@@ -157,3 +169,21 @@ def test_preact_vs_original_trains_both_orders_of_the_same_net(run_dir):
     for r in results["runs"]:
         r["curve"][-1]["train_loss"] = 0.5 if r["order"] == "original" else 0.9
     assert preact_vs_original.PreactVsOriginal().verdicts(results)[0].status == "NOT REPRODUCED"
+
+
+def test_highway_vs_residual_records_losses_gates_and_lesions(run_dir):
+    results = load_results(run_dir / "highway-vs-residual").results
+    assert {(r["kind"], r["depth"]) for r in results["runs"]} == {
+        (k, d) for k in ("plain", "residual", "highway") for d in (2, 4)
+    }
+    for r in results["runs"]:
+        if r["kind"] == "highway":
+            assert len(r["gate_means"]) == r["depth"] == len(r["lesion_errors"])
+            assert all(0 < g < 1 for g in r["gate_means"])
+    verdicts = highway_vs_residual.HighwayVsResidual().verdicts(results)
+    assert len(verdicts) == 4
+    # Made-up numbers: the plain net trains fine and the residual one diverged.
+    for r in results["runs"]:
+        r["train_loss"] = {"plain": 0.3, "residual": float("inf"), "highway": 0.4}[r["kind"]]
+    statuses = [v.status for v in highway_vs_residual.HighwayVsResidual().verdicts(results)]
+    assert statuses == ["NOT REPRODUCED", "REPRODUCED", "NOT REPRODUCED", "NOT REPRODUCED"]

@@ -19,6 +19,7 @@ def experiments() -> dict[str, Experiment]:
     from skiplab.experiments.degradation import Degradation
     from skiplab.experiments.ensemble_paths import EnsembleOfPaths
     from skiplab.experiments.gradient_flow import GradientFlow
+    from skiplab.experiments.highway_vs_residual import HighwayVsResidual
     from skiplab.experiments.preact_vs_original import PreactVsOriginal
 
     order = (
@@ -26,6 +27,7 @@ def experiments() -> dict[str, Experiment]:
         GradientFlow(),
         EnsembleOfPaths(),
         PreactVsOriginal(),
+        HighwayVsResidual(),
         ArchitectureTable(),
     )
     return {e.name: e for e in order}
