@@ -13,6 +13,7 @@ from skiplab.experiments import (
     gradient_flow,
     highway_vs_residual,
     preact_vs_original,
+    segmentation_skips,
 )
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.report import build_report
@@ -60,6 +61,13 @@ def run_dir(tmp_path_factory):
         highway_vs_residual.HighwayBudget((2, 4), 8, 1, 16, 0.05, TINY_DATA),
     )
     run_one(highway_vs_residual.HighwayVsResidual(), settings)
+    patch.setitem(
+        segmentation_skips.BUDGETS,
+        "quick",
+        segmentation_skips.SegBudget(1, 4, 0.05, 8, 4, {"base_width": 4, "depth": 3}, None),
+    )
+    run_one(segmentation_skips.UNetSkips(), settings)
+    run_one(segmentation_skips.FPNLaterals(), settings)
     yield out
     patch.undo()
 
@@ -187,3 +195,22 @@ def test_highway_vs_residual_records_losses_gates_and_lesions(run_dir):
         r["train_loss"] = {"plain": 0.3, "residual": float("inf"), "highway": 0.4}[r["kind"]]
     statuses = [v.status for v in highway_vs_residual.HighwayVsResidual().verdicts(results)]
     assert statuses == ["NOT REPRODUCED", "REPRODUCED", "NOT REPRODUCED", "NOT REPRODUCED"]
+
+
+def test_segmentation_ablations_score_objects_and_draw_predictions(run_dir):
+    for exp, n_variants, n_verdicts in (
+        (segmentation_skips.UNetSkips(), 2, 2),
+        (segmentation_skips.FPNLaterals(), 3, 1),
+    ):
+        results = load_results(run_dir / exp.name).results
+        assert len(results["variants"]) == n_variants
+        for v in results["variants"].values():
+            assert {"error", "dice", "iou"} <= set(v["metrics"])
+            assert v["objects"] and all(0 <= o["recall"] <= 1 for o in v["objects"])
+        assert len(exp.verdicts(results)) == n_verdicts
+    results = load_results(run_dir / "unet-skips").results
+    results["variants"]["no skips"]["metrics"]["dice"] = 0.99  # made up: no-skip net wins
+    assert segmentation_skips.UNetSkips().verdicts(results)[0].status == "NOT REPRODUCED"
+    report = build_report(run_dir, [segmentation_skips.UNetSkips()]).read_text()
+    assert "| with skips |" in report
+    assert (run_dir / "unet-skips" / "predictions.png").stat().st_size > 1000

@@ -21,6 +21,7 @@ def experiments() -> dict[str, Experiment]:
     from skiplab.experiments.gradient_flow import GradientFlow
     from skiplab.experiments.highway_vs_residual import HighwayVsResidual
     from skiplab.experiments.preact_vs_original import PreactVsOriginal
+    from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
 
     order = (
         Degradation(),
@@ -28,6 +29,8 @@ def experiments() -> dict[str, Experiment]:
         EnsembleOfPaths(),
         PreactVsOriginal(),
         HighwayVsResidual(),
+        UNetSkips(),
+        FPNLaterals(),
         ArchitectureTable(),
     )
     return {e.name: e for e in order}
