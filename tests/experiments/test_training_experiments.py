@@ -9,6 +9,7 @@ import pytest
 
 from skiplab.experiments import (
     degradation,
+    densenet_efficiency,
     ensemble_paths,
     gradient_flow,
     highway_vs_residual,
@@ -68,6 +69,21 @@ def run_dir(tmp_path_factory):
     )
     run_one(segmentation_skips.UNetSkips(), settings)
     run_one(segmentation_skips.FPNLaterals(), settings)
+    patch.setitem(
+        densenet_efficiency.BUDGETS,
+        "quick",
+        densenet_efficiency.DenseBudget(
+            (
+                ("densenet_bc100_k12", {"growth_rate": 2, "block_config": (1, 1, 1)}),
+                ("resnet56", {"layers": (1, 1, 1), "widths": (4, 8, 16), "stem_width": 4}),
+                ("resnet110", {"layers": (2, 2, 2), "widths": (4, 8, 16), "stem_width": 4}),
+            ),
+            1,
+            16,
+            TINY_DATA,
+        ),
+    )
+    run_one(densenet_efficiency.DenseNetEfficiency(), settings)
     yield out
     patch.undo()
 
@@ -214,3 +230,15 @@ def test_segmentation_ablations_score_objects_and_draw_predictions(run_dir):
     report = build_report(run_dir, [segmentation_skips.UNetSkips()]).read_text()
     assert "| with skips |" in report
     assert (run_dir / "unet-skips" / "predictions.png").stat().st_size > 1000
+
+
+def test_densenet_efficiency_compares_error_and_parameters(run_dir):
+    results = load_results(run_dir / "densenet-efficiency").results
+    assert results["nets"] == ["densenet_bc100_k12", "resnet56", "resnet110"]
+    verdicts = densenet_efficiency.DenseNetEfficiency().verdicts(results)
+    assert len(verdicts) == 2
+    for r in results["runs"]:  # made up: the ResNet wins on error
+        r["test_error"] = 0.5 if r["net"] == "densenet_bc100_k12" else 0.2
+    assert densenet_efficiency.DenseNetEfficiency().verdicts(results)[1].status == (
+        "NOT REPRODUCED"
+    )

@@ -17,6 +17,7 @@ def experiments() -> dict[str, Experiment]:
     """Every experiment, by name, in report order."""
     from skiplab.experiments.architecture_table import ArchitectureTable
     from skiplab.experiments.degradation import Degradation
+    from skiplab.experiments.densenet_efficiency import DenseNetEfficiency
     from skiplab.experiments.ensemble_paths import EnsembleOfPaths
     from skiplab.experiments.gradient_flow import GradientFlow
     from skiplab.experiments.highway_vs_residual import HighwayVsResidual
@@ -31,6 +32,7 @@ def experiments() -> dict[str, Experiment]:
         HighwayVsResidual(),
         UNetSkips(),
         FPNLaterals(),
+        DenseNetEfficiency(),
         ArchitectureTable(),
     )
     return {e.name: e for e in order}
