@@ -254,7 +254,8 @@ class UNet(SkipNet):
                 yield f"decoder.blocks.{j}", block
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        # Decoder blocks take two inputs, which run_block does not carry; the encoder's do.
+        # Only the encoder's blocks are recomputed: the decoder is its own module and calls its
+        # blocks directly (run_block could carry their two inputs; not wired up yet).
         super().set_grad_checkpointing(enable)
         self.encoder.set_grad_checkpointing(enable)
 
