@@ -24,6 +24,19 @@ def _deterministic():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a test module on one intra-op thread (use with ``pytestmark``).
+
+    Small inputs gain nothing from intra-op threads, and on a busy shared machine their
+    barriers cost seconds per call; the previous count is restored for the other modules.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """The project's ../shared folder; tests that need it skip when it is absent."""

@@ -23,14 +23,7 @@ from skiplab.analysis.paths import (
 )
 from skiplab.models._base import frozen_bn_stats
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on a shared 2-core machine a second thread costs more than it saves.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- path counting --------------------------------------------------------------------------------

@@ -13,15 +13,7 @@ from skiplab.complexity import count_parameters
 from skiplab.models.densenet import DenseNet, DenseNetConfig
 from tests.models.model_tester import ModelTester
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small inputs gain nothing from intra-op threads, and on a busy shared machine their
-    # barriers cost seconds per call; restored afterwards for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMAGENET_NAMES = ("densenet121", "densenet161", "densenet169", "densenet201")

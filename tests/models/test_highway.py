@@ -15,14 +15,7 @@ from tests.models.model_tester import ModelTester
 MLP_NAMES = ("highway_mlp", "residual_mlp", "plain_mlp")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small inputs gain nothing from intra-op threads, and on a busy shared machine their
-    # barriers cost seconds per call; restored afterwards for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TestHighwayModels(ModelTester):
