@@ -42,6 +42,8 @@ class Settings:
         data_dir: Where the dataset lives (None for synthetic data).
         device: "cpu" or "cuda".
         seeds: Number of seeds (0, 1, ..., seeds-1); results report mean and std over them.
+        amp: Mixed precision for training and evaluation: "none", "bf16" or "fp16" (CUDA).
+        channels_last: Train and evaluate in the channels-last memory format.
     """
 
     out_dir: Path
@@ -50,6 +52,8 @@ class Settings:
     data_dir: Path | None = None
     device: str = "cpu"
     seeds: int = 1
+    amp: str = "none"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -60,6 +64,10 @@ class Settings:
             raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16'; got {self.amp!r}")
+        if self.amp == "fp16" and self.device != "cuda":
+            raise ValueError("amp 'fp16' needs device 'cuda' (use 'bf16' on the CPU)")
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -53,6 +53,8 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="rebuild report.md from a run folder without training")
@@ -75,6 +77,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         device=args.device,
         seeds=args.seeds,
+        amp=args.amp,
+        channels_last=args.channels_last,
     )
     for i, name in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)

@@ -47,7 +47,7 @@ class PathsBudget:
 
 BUDGETS = {
     "quick": PathsBudget(56, 10, 3, 3, 64),
-    "standard": PathsBudget(56, 20, 5, 10, 128),
+    "standard": PathsBudget(56, 10, 3, 10, 128),
     "paper": PathsBudget(110, 20, 10, 20, 128),
 }
 
@@ -68,7 +68,14 @@ class EnsembleOfPaths(Experiment):
         chance = 1 - 1 / len(train.classes)
 
         def error(model) -> float:
-            return evaluate(model, test, batch_size=256, device=settings.device)["error"]
+            return evaluate(
+                model,
+                test,
+                batch_size=256,
+                device=settings.device,
+                amp=settings.amp,
+                channels_last=settings.channels_last,
+            )["error"]
 
         out = {"depth": budget.depth, "chance_error": chance, "data": test.source}
         for kind, mode in (("residual", "lesion"), ("plain", "remove")):

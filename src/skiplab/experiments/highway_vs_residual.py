@@ -106,7 +106,9 @@ class HighwayVsResidual(Experiment):
         model.eval()
 
         def error(m) -> float:
-            return evaluate(m, test, batch_size=256, device=settings.device)["error"]
+            return evaluate(m, test, batch_size=256, device=settings.device, amp=settings.amp)[
+                "error"
+            ]
 
         intact = error(model)  # also leaves each gate's mean T over the last test batch
         gates = [float(layer.gate.last_mean) for _, layer in model.iter_blocks()]

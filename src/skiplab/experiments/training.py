@@ -32,8 +32,11 @@ class DataPlan:
 
 
 def classification_data(settings: Settings, plan: DataPlan) -> tuple[ArrayDataset, ArrayDataset]:
-    """Train and test splits of ``settings.data`` as the plan says (the first N of each split:
-    the synthetic and image-folder datasets are already in shuffled or class-balanced order)."""
+    """Train and test splits of ``settings.data`` as the plan says.
+
+    A subset of N images takes the first N/C of each of the C classes (in the split's order), so
+    that it stays class-balanced also for image folders, which list the images class by class.
+    """
     train = load_dataset(settings.data, "train", data_dir=settings.data_dir)
     test = load_dataset(settings.data, "test", data_dir=settings.data_dir)
     return _shrink(train, plan.train_size, plan.resolution), _shrink(
@@ -44,15 +47,37 @@ def classification_data(settings: Settings, plan: DataPlan) -> tuple[ArrayDatase
 def _shrink(data: ArrayDataset, size: int | None, resolution: int | None) -> ArrayDataset:
     if size is not None and size > len(data):
         raise ValueError(f"asked for {size} images of {data.source}; it has {len(data)}")
-    images, targets = data.images[:size], data.targets[:size]
+    if size is None:
+        images, targets = data.images, data.targets
+    else:
+        keep = balanced_prefix(data.targets, size) if data.task == "classification" else None
+        if keep is None:
+            images, targets = data.images[:size], data.targets[:size]
+        else:
+            images, targets = data.images[keep], data.targets[keep]
     if resolution is not None and resolution != images.shape[-1]:
         if data.task != "classification":
             raise ValueError("resolution changes apply to classification data only")
         images = F.interpolate(images.float(), size=(resolution, resolution), mode="area")
         images = images.round().clamp_(0, 255).to(torch.uint8)
-    source = data.source + (f", first {size}" if size else "")
+    source = data.source + (f", class-balanced subset of {size}" if size else "")
     source += f", {resolution}x{resolution}" if resolution else ""
     return replace(data, images=images.contiguous(), targets=targets.clone(), source=source)
+
+
+def balanced_prefix(targets: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices of ``size`` samples taken class by class in turn: the first of every class, then
+    the second of every class, ... (sorted, so the subset keeps the split's order).
+
+    Example: targets [0, 0, 0, 1, 1, 1], size 4 -> indices [0, 1, 3, 4].
+    """
+    rank = torch.zeros_like(targets)
+    for c in targets.unique():
+        where = (targets == c).nonzero().flatten()
+        rank[where] = torch.arange(len(where))
+    # Order by (rank within class, position): the key is unique, so the order is total.
+    key = rank * len(targets) + torch.arange(len(targets))
+    return key.argsort()[:size].sort().values
 
 
 @dataclass
@@ -103,6 +128,8 @@ def train_run(
             "progress": "auto",
             "keep_checkpoints": 1,
             "eval_every": 1,
+            "amp": settings.amp,
+            "channels_last": settings.channels_last,
             **train_settings,
         }
     )
