@@ -18,7 +18,7 @@ from skiplab.experiments import (
 )
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.report import build_report
-from skiplab.experiments.training import DataPlan
+from skiplab.experiments.training import DataPlan, classification_data, train_in_parallel
 
 TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
 
@@ -100,6 +100,24 @@ def test_degradation_writes_curves_figures_and_verdicts(run_dir):
     report = build_report(run_dir, [degradation.Degradation()]).read_text()
     assert report.count("| degradation |") == 2
     assert (run_dir / "degradation" / "degradation_curves.png").stat().st_size > 1000
+
+
+def test_degradation_with_two_jobs_trains_the_same_nets(run_dir, tmp_path):
+    # Workers train the runs; the experiment's own loop then only reads them.
+    record = run_one(degradation.Degradation(), Settings(out_dir=tmp_path, jobs=2))
+    assert record.results["runs"] == load_results(run_dir / "degradation").results["runs"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        f"{net}{d}-quick-seed0" for net in ("plain", "resnet") for d in (14, 8)
+    ]
+
+
+def test_a_failing_parallel_task_is_raised_with_its_name(tmp_path):
+    data = classification_data(Settings(out_dir=tmp_path), TINY_DATA)
+    budget = degradation.DegradationBudget((8,), 1, 16, 0.1, TINY_DATA, {})
+    settings = Settings(out_dir=tmp_path, jobs=2)
+    tasks = [(settings, budget, kind, 8, 0, *data) for kind in ("residual", "no-such-kind")]
+    with pytest.raises(RuntimeError, match=r"train_net\('no-such-kind', 8, 0\) failed"):
+        train_in_parallel(settings, degradation.train_net, tasks)
 
 
 def _edit(run_dir, tmp_path, name, change):

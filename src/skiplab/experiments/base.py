@@ -44,6 +44,8 @@ class Settings:
         seeds: Number of seeds (0, 1, ..., seeds-1); results report mean and std over them.
         amp: Mixed precision for training and evaluation: "none", "bf16" or "fp16" (CUDA).
         channels_last: Train and evaluate in the channels-last memory format.
+        jobs: Training runs trained at the same time, in worker processes that share the CPU
+            cores (experiments with several independent runs use it).
     """
 
     out_dir: Path
@@ -54,6 +56,7 @@ class Settings:
     seeds: int = 1
     amp: str = "none"
     channels_last: bool = False
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -64,6 +67,8 @@ class Settings:
             raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f"jobs must be a positive integer; got {self.jobs!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be 'none', 'bf16' or 'fp16'; got {self.amp!r}")
         if self.amp == "fp16" and self.device != "cuda":

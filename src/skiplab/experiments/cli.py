@@ -55,6 +55,9 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="training runs at the same time (worker processes)"
+    )
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="rebuild report.md from a run folder without training")
@@ -79,6 +82,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         amp=args.amp,
         channels_last=args.channels_last,
+        jobs=args.jobs,
     )
     for i, name in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)

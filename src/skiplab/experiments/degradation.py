@@ -18,7 +18,13 @@ from statistics import mean, stdev
 from skiplab.data import ArrayDataset
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import DataPlan, RunOutcome, classification_data, train_run
+from skiplab.experiments.training import (
+    DataPlan,
+    RunOutcome,
+    classification_data,
+    train_in_parallel,
+    train_run,
+)
 from skiplab.experiments.verdict import Verdict, make_verdict
 
 
@@ -30,6 +36,7 @@ class DegradationBudget:
     lr: float
     data: DataPlan
     model_args: dict
+    warmup_steps: int = 400  # cap of the error-driven warm-up (lr 0.01 until error < 80%)
 
 
 # The quick budget narrows the nets (widths 8/16/32) and halves the image side so that the
@@ -93,6 +100,7 @@ def train_net(
         # Every net here gets that warm-up: the comparison treats all depths alike, and at
         # lr 0.1 without it a ResNet-56 can diverge in its first steps (seen at batch 64).
         warmup="error",
+        warmup_steps=budget.warmup_steps,
     )
 
 
@@ -106,6 +114,15 @@ class Degradation(Experiment):
         if any((d - 2) % 6 for d in budget.depths):
             raise ValueError(f"depths must be 6n+2; got {budget.depths}")
         train, test = classification_data(settings, budget.data)
+        deepest_first = sorted(
+            ((s, k, d) for s in range(settings.seeds) for k in KINDS for d in budget.depths),
+            key=lambda t: -t[2],
+        )
+        train_in_parallel(
+            settings,
+            train_net,
+            [(settings, budget, k, d, s, train, test) for s, k, d in deepest_first],
+        )
         runs = []
         for seed in range(settings.seeds):
             for kind in KINDS:

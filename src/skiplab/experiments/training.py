@@ -9,6 +9,10 @@ the same net: the name must then stand for the same settings, or the resume is r
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,3 +144,57 @@ def train_run(
         raise RuntimeError(f"training run {out} did not finish: {result.message}")
     curves = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return RunOutcome(name, curves, curves[-1], trainer.model)
+
+
+def _train_and_discard(train_fn: Callable, args: tuple) -> None:
+    train_fn(*args)  # the outcome holds the model: leave it in the worker, the run is on disk
+
+
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def train_in_parallel(settings: Settings, train_fn: Callable, tasks: list[tuple]) -> None:
+    """Run ``train_fn(*task)`` for every task in ``settings.jobs`` worker processes.
+
+    The experiment then runs its usual sequential loop, which finds every run finished in
+    ``<run>/runs/`` and only reads it, so results do not depend on ``jobs``. Each worker gets
+    ``cores // jobs`` threads (one process per core beats one process with all cores for these
+    small nets). Tasks are handed out in the order given: put the longest first. With one job
+    or one task nothing happens here.
+
+    Args:
+        train_fn: A module-level function (workers are spawned and import it by name).
+        tasks: Argument tuples (data included; tensors are pickled to the workers).
+
+    Raises:
+        RuntimeError: naming the task that failed (its exception chained), after the pending
+            tasks were cancelled and the running ones finished.
+    """
+    if settings.jobs <= 1 or len(tasks) <= 1:
+        return
+    threads = max(1, usable_cpus() // settings.jobs)
+    with ProcessPoolExecutor(
+        max_workers=min(settings.jobs, len(tasks)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_set_threads,
+        initargs=(threads,),
+    ) as pool:
+        futures = {pool.submit(_train_and_discard, train_fn, task): task for task in tasks}
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+    for future, task in futures.items():
+        if future.done() and not future.cancelled() and future.exception() is not None:
+            shown = [a for a in task if isinstance(a, str | int | float)]
+            raise RuntimeError(
+                f"parallel training task {train_fn.__name__}{tuple(shown)} failed: "
+                f"{future.exception()}"
+            ) from future.exception()

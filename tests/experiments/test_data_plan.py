@@ -1,0 +1,63 @@
+"""Subsets and settings of the experiments: class balance, resolution, bad values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skiplab.data import ArrayDataset
+from skiplab.experiments.base import Settings
+from skiplab.experiments.training import _shrink, balanced_prefix
+
+
+def test_balanced_prefix_takes_classes_in_turn_and_keeps_order():
+    assert balanced_prefix(torch.tensor([0, 0, 0, 1, 1, 1]), 4).tolist() == [0, 1, 3, 4]
+    targets = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    assert balanced_prefix(targets, 4).tolist() == [0, 1, 3, 6]
+    assert balanced_prefix(targets, 3).tolist() == [0, 3, 6]
+    assert balanced_prefix(targets, 7).tolist() == list(range(7))
+
+
+def _folder_like(per_class: int, classes: int) -> ArrayDataset:
+    # Image folders list samples class by class: a plain prefix would hold one class only.
+    targets = torch.arange(classes).repeat_interleave(per_class)
+    images = torch.arange(len(targets), dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 8, 8)
+    return ArrayDataset(
+        images=images.contiguous(),
+        targets=targets,
+        classes=tuple(str(c) for c in range(classes)),
+        task="classification",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        source="folder",
+    )
+
+
+def test_subset_of_a_class_ordered_split_is_balanced_and_resized():
+    data = _folder_like(per_class=50, classes=4)
+    small = _shrink(data, 20, 4)
+    assert small.targets.bincount().tolist() == [5, 5, 5, 5]
+    assert small.images.shape == (20, 3, 4, 4) and small.images.dtype == torch.uint8
+    # Every image kept is the one its target came with (image value = original index).
+    kept = small.images[:, 0, 0, 0].long()
+    assert torch.equal(data.targets[kept], small.targets)
+    assert "class-balanced subset of 20" in small.source and "4x4" in small.source
+
+
+def test_subset_larger_than_the_split_raises():
+    with pytest.raises(ValueError, match="asked for 500 images of folder; it has 200"):
+        _shrink(_folder_like(50, 4), 500, None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("jobs", 0, "jobs must be a positive integer; got 0"),
+        ("jobs", True, "jobs must be a positive integer"),
+        ("amp", "fp8", "amp must be 'none', 'bf16' or 'fp16'; got 'fp8'"),
+        ("amp", "fp16", "amp 'fp16' needs device 'cuda'"),
+    ],
+)
+def test_bad_settings_raise(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(out_dir=tmp_path, **{field: value})
