@@ -61,3 +61,24 @@ def test_subset_larger_than_the_split_raises():
 def test_bad_settings_raise(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         Settings(out_dir=tmp_path, **{field: value})
+
+
+def test_gradient_flow_nets_have_the_registered_layouts():
+    from skiplab import create_model
+    from skiplab.complexity import count_parameters
+    from skiplab.experiments.gradient_flow import net_spec
+
+    for kind, depth, registered in (
+        ("plain", 56, "plain56"),
+        ("residual", 110, "resnet110"),
+        ("preact", 110, "preact_resnet110"),
+        ("preact", 1001, "preact_resnet1001"),  # bottleneck, 9n+2
+    ):
+        name, args = net_spec(kind, depth, narrow=False, num_classes=10)
+        with torch.device("meta"):
+            ours, theirs = create_model(name, **args), create_model(registered)
+        assert count_parameters(ours) == count_parameters(theirs), (kind, depth)
+    with pytest.raises(ValueError, match="bottleneck depth must be 9n\\+2; got 1000"):
+        net_spec("preact", 1000, narrow=False, num_classes=10)
+    with pytest.raises(ValueError, match="depth must be 6n\\+2 for these nets; got 21"):
+        net_spec("plain", 21, narrow=False, num_classes=10)

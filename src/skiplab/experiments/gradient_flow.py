@@ -52,13 +52,26 @@ def net_spec(kind: str, depth: int, narrow: bool, num_classes: int) -> tuple[str
     """(registered name, overrides) of a ``kind`` net with ``depth`` weighted layers.
 
     CIFAR ResNets have 6n+2 layers (n units of two 3x3 convs per stage); the highway net gets
-    the same number of transform layers, 2n highway convolutions per stage.
+    the same number of transform layers, 2n highway convolutions per stage. Pre-activation nets
+    deeper than 200 layers are bottleneck nets of 9n+2 layers, as the paper's 1001-layer net.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    widths = (8, 16, 32) if narrow else (16, 32, 64)
+    base = {"num_classes": num_classes}
+    if kind == "preact" and depth > 200:
+        if (depth - 2) % 9:
+            raise ValueError(f"bottleneck depth must be 9n+2; got {depth}")
+        m = (depth - 2) // 9
+        return "preact_resnet1001", {
+            **base,
+            "layers": (m,) * 3,
+            "widths": widths,
+            "stem_width": widths[0],
+        }
     if (depth - 2) % 6:
         raise ValueError(f"depth must be 6n+2 for these nets; got {depth}")
     n = (depth - 2) // 6
-    widths = (8, 16, 32) if narrow else (16, 32, 64)
-    base = {"num_classes": num_classes}
     if kind == "highway":
         return "highway_cifar19", {**base, "layers": (2 * n,) * 3, "widths": widths}
     resnet = {**base, "layers": (n,) * 3, "widths": widths, "stem_width": widths[0]}
@@ -66,17 +79,7 @@ def net_spec(kind: str, depth: int, narrow: bool, num_classes: int) -> tuple[str
         return "resnet20", {**resnet, "shortcut": "none"}
     if kind == "residual":
         return "resnet20", resnet
-    if kind == "preact":
-        if depth > 200:  # the paper's 1001-layer net is a bottleneck net, 9n+2
-            m = (depth - 2) // 9
-            return "preact_resnet1001", {
-                **base,
-                "layers": (m,) * 3,
-                "widths": widths,
-                "stem_width": widths[0],
-            }
-        return "preact_resnet110", resnet
-    raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    return "preact_resnet110", resnet
 
 
 def _measure(model, x, y) -> dict:
