@@ -18,7 +18,12 @@ from skiplab.experiments import (
 )
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.report import build_report
-from skiplab.experiments.training import DataPlan, classification_data, train_in_parallel
+from skiplab.experiments.training import (
+    DataPlan,
+    classification_data,
+    train_in_parallel,
+    train_runs,
+)
 
 TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
 
@@ -38,7 +43,7 @@ def run_dir(tmp_path_factory):
         "quick",
         gradient_flow.GradientBudget((8, 14), 2, 16, TINY_DATA, True, None),
     )
-    patch.setitem(ensemble_paths.BUDGETS, "quick", ensemble_paths.PathsBudget(14, 2, 2, 1, 16))
+    patch.setitem(ensemble_paths.BUDGETS, "quick", ensemble_paths.PathsBudget(2, 2, 1, 16))
     out = tmp_path_factory.mktemp("run")
     settings = Settings(out_dir=out)
     run_one(degradation.Degradation(), settings)
@@ -260,3 +265,34 @@ def test_densenet_efficiency_compares_error_and_parameters(run_dir):
     assert densenet_efficiency.DenseNetEfficiency().verdicts(results)[1].status == (
         "NOT REPRODUCED"
     )
+
+
+def test_train_runs_in_two_jobs_returns_tolerated_errors_in_place(tmp_path):
+    from skiplab.train import NonFiniteLoss
+
+    settings = Settings(out_dir=tmp_path, jobs=2)
+    train, test = classification_data(settings, TINY_DATA)
+
+    def spec(name, lr):
+        return {
+            "run_dir": tmp_path,
+            "name": name,
+            "settings": settings,
+            "model": "plain_mlp",
+            "model_args": {"depth": 2, "width": 8, "input_size": (3, 16, 16)},
+            "train_data": train,
+            "val_data": test,
+            "seed": 0,
+            "steps": 4,
+            "batch_size": 16,
+            "lr": lr,
+            "warmup": "none",
+        }
+
+    specs = [spec("fine", 0.01), spec("diverges", 1e12)]
+    fine, diverged = train_runs(settings, specs, tolerate=(NonFiniteLoss,))
+    assert fine.final["step"] == 4 and isinstance(diverged, NonFiniteLoss)
+    with pytest.raises(
+        RuntimeError, match=r"_train_spec\('diverges-again',\) failed: non-finite training loss"
+    ):
+        train_runs(settings, [spec("fine", 0.01), spec("diverges-again", 1e12)])

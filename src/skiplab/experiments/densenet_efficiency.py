@@ -18,7 +18,7 @@ from skiplab import create_model
 from skiplab.complexity import count_parameters
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import DataPlan, classification_data, train_run
+from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 
 
@@ -56,34 +56,36 @@ class DenseNetEfficiency(Experiment):
     def run(self, settings: Settings, folder: Path) -> dict:
         budget = BUDGETS[settings.budget]
         train, test = classification_data(settings, budget.data)
-        runs = []
+        keys, specs = [], []
         for seed in range(settings.seeds):
             for net, overrides in budget.nets:
                 args = {**overrides, "num_classes": len(train.classes)}
                 with torch.device("meta"):
                     params = count_parameters(create_model(net, **args))
-                outcome = train_run(
-                    settings.out_dir,
-                    f"{net}-efficiency-{settings.budget}-seed{seed}",
-                    settings,
-                    model=net,
-                    model_args=args,
-                    train_data=train,
-                    val_data=test,
-                    seed=seed,
-                    epochs=budget.epochs,
-                    batch_size=budget.batch_size,
-                    warmup="none",
-                )
-                runs.append(
+                keys.append({"net": net, "seed": seed, "params": params})
+                specs.append(
                     {
-                        "net": net,
+                        "run_dir": settings.out_dir,
+                        "name": f"{net}-efficiency-{settings.budget}-seed{seed}",
+                        "settings": settings,
+                        "model": net,
+                        "model_args": args,
+                        "train_data": train,
+                        "val_data": test,
                         "seed": seed,
-                        "params": params,
-                        "test_error": outcome.final["val_error"],
-                        "train_error": outcome.final["train_error"],
+                        "epochs": budget.epochs,
+                        "batch_size": budget.batch_size,
+                        "warmup": "none",
                     }
                 )
+        runs = [
+            {
+                **key,
+                "test_error": outcome.final["val_error"],
+                "train_error": outcome.final["train_error"],
+            }
+            for key, outcome in zip(keys, train_runs(settings, specs), strict=True)
+        ]
         return {
             "data": train.source,
             "epochs": budget.epochs,

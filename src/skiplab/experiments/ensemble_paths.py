@@ -38,7 +38,8 @@ BARELY, DESTROYS = 0.2, 0.5
 
 @dataclass(frozen=True)
 class PathsBudget:
-    depth: int
+    """The lesion and path budget; the net is the deepest one of the degradation budget."""
+
     max_deleted: int
     trials: int
     path_samples: int  # subsets per path length for the gradient estimate
@@ -46,9 +47,9 @@ class PathsBudget:
 
 
 BUDGETS = {
-    "quick": PathsBudget(56, 10, 3, 3, 64),
-    "standard": PathsBudget(56, 10, 3, 10, 128),
-    "paper": PathsBudget(110, 20, 10, 20, 128),
+    "quick": PathsBudget(10, 3, 3, 64),
+    "standard": PathsBudget(10, 3, 10, 128),
+    "paper": PathsBudget(20, 10, 20, 128),
 }
 
 
@@ -66,6 +67,7 @@ class EnsembleOfPaths(Experiment):
         deg = degradation.BUDGETS[settings.budget]
         train, test = classification_data(settings, deg.data)
         chance = 1 - 1 / len(train.classes)
+        depth = max(deg.depths)  # the degradation experiment's nets, trained once for both
 
         def error(model) -> float:
             return evaluate(
@@ -77,15 +79,18 @@ class EnsembleOfPaths(Experiment):
                 channels_last=settings.channels_last,
             )["error"]
 
-        out = {"depth": budget.depth, "chance_error": chance, "data": test.source}
+        out = {"depth": depth, "chance_error": chance, "data": test.source}
         for kind, mode in (("residual", "lesion"), ("plain", "remove")):
-            net = degradation.train_net(settings, deg, kind, budget.depth, 0, train, test)
+            net = degradation.train_net(settings, deg, kind, depth, 0, train, test)
             model = net.model.eval()
             single = lesion_single_blocks(model, error, mode=mode)
             random = lesion_random_blocks(
                 model,
                 error,
-                range(1, budget.max_deleted + 1),
+                # Up to max_deleted, and never more than the non-downsampling units.
+                range(
+                    1, min(budget.max_deleted, len(single.errors) - len(single.downsampling)) + 1
+                ),
                 budget.trials,
                 seed=0,
                 mode=mode,

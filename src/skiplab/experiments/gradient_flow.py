@@ -25,7 +25,7 @@ from skiplab.analysis.gradient_flow import block_jacobian_terms, gradient_norms
 from skiplab.data import DeviceLoader
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import DataPlan, classification_data, train_run
+from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 
 
@@ -117,6 +117,28 @@ class GradientFlow(Experiment):
                 nets.append((kind, depth, True))
         if budget.deepest_preact:
             nets.append(("preact", budget.deepest_preact, False))
+        specs = []
+        for kind, depth, train_it in nets:
+            if train_it:
+                name, args = net_spec(kind, depth, budget.narrow, nc)
+                specs.append(
+                    {
+                        "run_dir": folder,
+                        "name": f"{kind}{depth}",
+                        "settings": settings,
+                        "model": name,
+                        "model_args": args,
+                        "train_data": train,
+                        "val_data": None,
+                        "seed": 0,
+                        "steps": budget.steps,
+                        "batch_size": budget.batch_size,
+                        "lr": 0.1,
+                        "warmup": "none",
+                        "augment": True,
+                    }
+                )
+        trained = iter(train_runs(settings, specs))
         rows = []
         for kind, depth, train_it in nets:
             name, args = net_spec(kind, depth, budget.narrow, nc)
@@ -124,22 +146,7 @@ class GradientFlow(Experiment):
             model = create_model(name, **args).to(settings.device)
             row = {"kind": kind, "depth": depth, "model": name, "init": _measure(model, x, y)}
             if train_it:
-                run = train_run(
-                    folder,
-                    f"{kind}{depth}",
-                    settings,
-                    model=name,
-                    model_args=args,
-                    train_data=train,
-                    val_data=None,
-                    seed=0,
-                    steps=budget.steps,
-                    batch_size=budget.batch_size,
-                    lr=0.1,
-                    warmup="none",
-                    augment=True,
-                )
-                row["trained"] = _measure(run.model.to(settings.device), x, y)
+                row["trained"] = _measure(next(trained).model.to(settings.device), x, y)
             rows.append(row)
         return {
             "budget": settings.budget,

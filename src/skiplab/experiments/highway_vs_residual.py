@@ -21,7 +21,7 @@ from pathlib import Path
 from skiplab.analysis.lesion import lesion_single_blocks
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import DataPlan, classification_data, train_run
+from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 from skiplab.train import NonFiniteLoss, evaluate
 
@@ -55,44 +55,48 @@ class HighwayVsResidual(Experiment):
         budget = BUDGETS[settings.budget]
         train, test = classification_data(settings, budget.data)
         input_size = tuple(train.images.shape[1:])
-        runs = []
+        keys, specs = [], []
         for seed in range(settings.seeds):
             for kind, model in KINDS.items():
                 for depth in budget.depths:
-                    row = {"kind": kind, "depth": depth, "seed": seed}
-                    try:
-                        outcome = train_run(
-                            settings.out_dir,
-                            f"{model}{depth}-{settings.budget}-seed{seed}",
-                            settings,
-                            model=model,
-                            model_args={
+                    keys.append({"kind": kind, "depth": depth, "seed": seed})
+                    specs.append(
+                        {
+                            "run_dir": settings.out_dir,
+                            "name": f"{model}{depth}-{settings.budget}-seed{seed}",
+                            "settings": settings,
+                            "model": model,
+                            "model_args": {
                                 "depth": depth,
                                 "width": budget.width,
                                 "input_size": input_size,
                                 "num_classes": len(train.classes),
                             },
-                            train_data=train,
-                            val_data=test,
-                            seed=seed,
-                            epochs=budget.epochs,
-                            batch_size=budget.batch_size,
-                            lr=budget.lr,
-                            warmup="none",
-                            augment=False,
-                        )
-                    except NonFiniteLoss as exc:
-                        row.update(diverged=str(exc), train_loss=math.inf, curve=[])
-                        runs.append(row)
-                        continue
-                    row.update(
-                        diverged=None,
-                        train_loss=outcome.final["train_loss"],
-                        curve=[{k: r[k] for k in ("step", "train_loss")} for r in outcome.curves],
+                            "train_data": train,
+                            "val_data": test,
+                            "seed": seed,
+                            "epochs": budget.epochs,
+                            "batch_size": budget.batch_size,
+                            "lr": budget.lr,
+                            "warmup": "none",
+                            "augment": False,
+                        }
                     )
-                    if kind == "highway" and seed == 0:
-                        row.update(self._gates_and_lesions(outcome.model, test, settings))
-                    runs.append(row)
+        outcomes = train_runs(settings, specs, tolerate=(NonFiniteLoss,))
+        runs = []
+        for row, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, NonFiniteLoss):
+                row.update(diverged=str(outcome), train_loss=math.inf, curve=[])
+                runs.append(row)
+                continue
+            row.update(
+                diverged=None,
+                train_loss=outcome.final["train_loss"],
+                curve=[{k: r[k] for k in ("step", "train_loss")} for r in outcome.curves],
+            )
+            if row["kind"] == "highway" and row["seed"] == 0:
+                row.update(self._gates_and_lesions(outcome.model, test, settings))
+            runs.append(row)
         return {
             "chance_loss": math.log(len(train.classes)),
             "data": train.source,

@@ -22,7 +22,7 @@ import torch
 from skiplab import create_model
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import DataPlan, classification_data, train_run
+from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 
 TOLERANCE = 0.02
@@ -68,40 +68,42 @@ class PreactVsOriginal(Experiment):
     def run(self, settings: Settings, folder: Path) -> dict:
         budget = BUDGETS[settings.budget]
         train, test = classification_data(settings, budget.data)
-        runs = []
+        keys, specs = [], []
         for seed in range(settings.seeds):
             for net, n in budget.nets:
                 depth = _depth(net, n)
                 for order, preact in ORDERS.items():
-                    outcome = train_run(
-                        settings.out_dir,
-                        f"{order}{depth}-{settings.budget}-seed{seed}",
-                        settings,
-                        model=net,
-                        model_args={
-                            **budget.model_args,
-                            "layers": (n, n, n),
-                            "preact": preact,
-                            "num_classes": len(train.classes),
-                        },
-                        train_data=train,
-                        val_data=test,
-                        seed=seed,
-                        epochs=budget.epochs,
-                        batch_size=budget.batch_size,
-                        warmup="auto",
-                    )
-                    runs.append(
+                    keys.append({"order": order, "depth": depth, "seed": seed})
+                    specs.append(
                         {
-                            "order": order,
-                            "depth": depth,
+                            "run_dir": settings.out_dir,
+                            "name": f"{order}{depth}-{settings.budget}-seed{seed}",
+                            "settings": settings,
+                            "model": net,
+                            "model_args": {
+                                **budget.model_args,
+                                "layers": (n, n, n),
+                                "preact": preact,
+                                "num_classes": len(train.classes),
+                            },
+                            "train_data": train,
+                            "val_data": test,
                             "seed": seed,
-                            "curve": [
-                                {k: row[k] for k in ("step", "train_loss", "val_error")}
-                                for row in outcome.curves
-                            ],
+                            "epochs": budget.epochs,
+                            "batch_size": budget.batch_size,
+                            "warmup": "auto",
                         }
                     )
+        runs = [
+            {
+                **key,
+                "curve": [
+                    {k: row[k] for k in ("step", "train_loss", "val_error")}
+                    for row in outcome.curves
+                ],
+            }
+            for key, outcome in zip(keys, train_runs(settings, specs), strict=True)
+        ]
         return {
             "epochs": budget.epochs,
             "data": train.source,

@@ -26,7 +26,7 @@ import torch
 from skiplab.data import ArrayDataset, DeviceLoader, load_dataset
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
-from skiplab.experiments.training import train_run
+from skiplab.experiments.training import train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 from skiplab.train import evaluate
 from skiplab.train.metrics import connected_components
@@ -115,30 +115,36 @@ class _SegmentationAblation(Experiment):
             "epochs": budget.epochs,
             "variants": {},
         }
-        models = {}
+        specs, all_args = [], []
         for label, model, overrides in self.variants:
             args = {
                 **self.model_args(budget, label, overrides),
                 "in_chans": train.images.shape[1],
                 "num_classes": len(train.classes),
             }
-            outcome = train_run(
-                settings.out_dir,
-                f"{self.name}-{label}-{settings.budget}",
-                settings,
-                model=model,
-                model_args=args,
-                train_data=train,
-                val_data=test,
-                seed=0,
-                epochs=budget.epochs,
-                batch_size=budget.batch_size,
-                lr=budget.lr,
-                recipe="cosine",
-                loss="ce+dice",
-                crop_size=budget.crop_size,
-                warmup="none",
+            all_args.append(args)
+            specs.append(
+                {
+                    "run_dir": settings.out_dir,
+                    "name": f"{self.name}-{label}-{settings.budget}",
+                    "settings": settings,
+                    "model": model,
+                    "model_args": args,
+                    "train_data": train,
+                    "val_data": test,
+                    "seed": 0,
+                    "epochs": budget.epochs,
+                    "batch_size": budget.batch_size,
+                    "lr": budget.lr,
+                    "recipe": "cosine",
+                    "loss": "ce+dice",
+                    "crop_size": budget.crop_size,
+                    "warmup": "none",
+                }
             )
+        models = {}
+        outcomes = train_runs(settings, specs)
+        for (label, model, _), args, outcome in zip(self.variants, all_args, outcomes, strict=True):
             net = outcome.model.eval()
             metrics = evaluate(net, test, batch_size=8, device=settings.device)
             results["variants"][label] = {

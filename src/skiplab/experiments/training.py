@@ -161,6 +161,13 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def _describe(train_fn: Callable, task: tuple) -> str:
+    """``fn('plain', 20, 0)``: the function with the task's plain arguments (and run names)."""
+    shown = [a for a in task if isinstance(a, str | int | float)]
+    shown += [a["name"] for a in task if isinstance(a, dict) and "name" in a]
+    return f"{train_fn.__name__}{tuple(shown)}"
+
+
 def train_in_parallel(settings: Settings, train_fn: Callable, tasks: list[tuple]) -> None:
     """Run ``train_fn(*task)`` for every task in ``settings.jobs`` worker processes.
 
@@ -193,8 +200,35 @@ def train_in_parallel(settings: Settings, train_fn: Callable, tasks: list[tuple]
             future.cancel()
     for future, task in futures.items():
         if future.done() and not future.cancelled() and future.exception() is not None:
-            shown = [a for a in task if isinstance(a, str | int | float)]
             raise RuntimeError(
-                f"parallel training task {train_fn.__name__}{tuple(shown)} failed: "
-                f"{future.exception()}"
+                f"parallel training task {_describe(train_fn, task)} failed: {future.exception()}"
             ) from future.exception()
+
+
+def _train_spec(spec: dict, tolerate: tuple[type[Exception], ...]) -> None:
+    try:
+        train_run(**spec)
+    except tolerate:
+        pass  # the sequential pass meets the same error again and records it
+
+
+def train_runs(
+    settings: Settings, specs: list[dict], tolerate: tuple[type[Exception], ...] = ()
+) -> list[RunOutcome | Exception]:
+    """Train every run of ``specs`` (each a dict of :func:`train_run` arguments), ``settings.jobs``
+    at a time, and return their outcomes in the same order.
+
+    Args:
+        specs: Keyword arguments of :func:`train_run`, ``run_dir``, ``name`` and ``settings``
+            included; put the longest runs first, they are handed out in this order.
+        tolerate: Exception types that are returned in the run's place instead of raised (for
+            example :class:`skiplab.train.NonFiniteLoss` where divergence is a result).
+    """
+    train_in_parallel(settings, _train_spec, [(spec, tolerate) for spec in specs])
+    outcomes: list[RunOutcome | Exception] = []
+    for spec in specs:
+        try:
+            outcomes.append(train_run(**spec))
+        except tolerate as exc:
+            outcomes.append(exc)
+    return outcomes
