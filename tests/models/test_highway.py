@@ -162,6 +162,30 @@ def test_residual_and_plain_nets_compute_their_equations():
         torch.testing.assert_close(model(x), model.classifier(v), rtol=1e-6, atol=1e-6)
 
 
+def test_residual_branch_scale_starts_as_identity_and_learns():
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 32, 32)
+    model = create_model("residual_mlp", depth=100, branch_scale=0.0)
+    # Every layer is the identity at the start: the net is proj -> classifier, at any depth.
+    v = torch.relu(model.proj(x.flatten(1)))
+    torch.testing.assert_close(model(x), model.classifier(v))
+    model(x).square().sum().backward()
+    scales = [layer.branch_scale for layer in model.layers]
+    assert all(s.grad is not None and s.grad.abs() > 0 for s in scales)
+    assert (
+        count_parameters(model) == count_parameters(create_model("residual_mlp", depth=100)) + 100
+    )
+    # a * H(x) + x with a learned a.
+    model = create_model("residual_mlp", depth=2, branch_scale=0.5).eval()
+    v = torch.relu(model.proj(x.flatten(1)))
+    for layer in model.layers:
+        v = 0.5 * torch.relu(layer.h(v)) + v
+    torch.testing.assert_close(model(x), model.classifier(v), rtol=1e-6, atol=1e-6)
+    for name in ("highway_mlp", "plain_mlp"):
+        with pytest.raises(ValueError, match="branch_scale applies to residual nets only"):
+            create_model(name, branch_scale=0.0)
+
+
 def test_mlp_input_checks():
     model = create_model("highway_mlp")
     with pytest.raises(

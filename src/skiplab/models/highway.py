@@ -93,17 +93,32 @@ class HighwayLayer(nn.Module):
         spatial: 3x3 convolutions on (N, width, H, W) maps instead of linear maps on (N, width).
         skip: "highway" (gated, paper Eq. 3), "residual" (``H(x) + x``) or "none" (``H(x)``).
         gate_bias: Initial transform gate bias b_T (highway only).
+        branch_scale: Residual layers only: None for ``H(x) + x``; a number for ``a * H(x) + x``
+            with ``a`` a learned scalar that starts at this value (SkipInit, De & Smith 2020,
+            arXiv:2002.10444, with 0: the layer starts as the identity, which lets a residual
+            net without normalisation train at any depth).
     """
 
     def __init__(
-        self, width: int, *, spatial: bool = False, skip: str = "highway", gate_bias: float = -2.0
+        self,
+        width: int,
+        *,
+        spatial: bool = False,
+        skip: str = "highway",
+        gate_bias: float = -2.0,
+        branch_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_choice("skip", skip, SKIPS)
+        if branch_scale is not None and skip != "residual":
+            raise ValueError(f"branch_scale applies to skip='residual' only; got skip={skip!r}")
         self.skip_kind = skip
         self.h = _affine(width, spatial)
         self.act = nn.ReLU()
         self.gate = TransformGate(width, spatial, gate_bias) if skip == "highway" else None
+        self.branch_scale = (
+            None if branch_scale is None else nn.Parameter(torch.tensor(float(branch_scale)))
+        )
 
     @property
     def residual(self) -> bool:
@@ -127,7 +142,9 @@ class HighwayLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate is None:
             h = self.act(self.h(x))
-            return h + x if self.skip_kind == "residual" else h
+            if self.skip_kind == "none":
+                return h
+            return (h if self.branch_scale is None else self.branch_scale * h) + x
         t = self.gate(x)
         if self.gate.mode == "closed":
             return x  # pure carry: exactly the input, H is not even computed
@@ -165,6 +182,8 @@ class HighwayMLPConfig:
         width: Units per layer (50 in the paper's sweep).
         skip: "highway", "residual" or "none" (plain).
         gate_bias: Initial transform gate bias.
+        branch_scale: Residual nets only: start value of a learned scalar on every layer's
+            branch (None: no scalar); see :class:`HighwayLayer`.
         input_size: (C, H, W) of the images; the net flattens them, so this is fixed.
         num_classes: Classifier outputs (0: no classifier).
     """
@@ -173,6 +192,7 @@ class HighwayMLPConfig:
     width: int = 50
     skip: str = "highway"
     gate_bias: float = -2.0
+    branch_scale: float | None = None
     input_size: tuple[int, int, int] = (3, 32, 32)
     num_classes: int = 10
 
@@ -180,6 +200,10 @@ class HighwayMLPConfig:
         check_positive_int("depth", self.depth)
         check_positive_int("width", self.width)
         _check_common(self.skip, self.gate_bias, self.num_classes)
+        if self.branch_scale is not None and self.skip != "residual":
+            raise ValueError(
+                f"branch_scale applies to residual nets only; this one has skip={self.skip!r}"
+            )
         if not isinstance(self.input_size, tuple) or len(self.input_size) != 3:
             raise ValueError(f"input_size must be (C, H, W); got {self.input_size!r}")
         for v in self.input_size:
@@ -208,7 +232,9 @@ class HighwayMLP(SkipNet):
         self.proj = _init(nn.Linear(c * h * w, cfg.width))
         self.proj_act = nn.ReLU()
         self.layers = nn.ModuleList(
-            HighwayLayer(cfg.width, skip=cfg.skip, gate_bias=cfg.gate_bias)
+            HighwayLayer(
+                cfg.width, skip=cfg.skip, gate_bias=cfg.gate_bias, branch_scale=cfg.branch_scale
+            )
             for _ in range(cfg.depth)
         )
         self.num_features = cfg.width
