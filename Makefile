@@ -13,8 +13,13 @@ $(BIN)/skiplab: pyproject.toml
 
 venv: $(BIN)/skiplab
 
+# The chapter's experiments at the quick budget on the embedded synthetic data (no download):
+# runs/demo/report.md and report.html. Training runs go JOBS at a time, one core each.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+DEMO_FLAGS ?= --budget quick --data synthetic --jobs $(JOBS) --amp bf16 --channels-last
+
 demo: venv
-	$(BIN)/skiplab models
+	$(BIN)/skiplab reproduce $(DEMO_FLAGS) --out runs/demo
 
 lint: venv
 	$(BIN)/ruff check src tests

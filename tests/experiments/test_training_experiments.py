@@ -202,6 +202,23 @@ def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
     assert report.count("| ensemble-of-paths |") == 4
 
 
+def test_ensemble_verdicts_on_made_up_lesions(run_dir):
+    results = load_results(run_dir / "ensemble-of-paths").results
+    exp = ensemble_paths.EnsembleOfPaths()
+    results["chance_error"] = 0.9
+    for kind, intact, lesioned in (("residual", 0.1, 0.6), ("plain", 0.3, 0.32)):
+        results[kind]["intact"] = intact
+        for row in results[kind]["single"]:
+            row["error"] = lesioned
+    # Residual blocks that hurt (damage 0.625) and plain layers that barely do (0.033).
+    status = [v.status for v in exp.verdicts(results)]
+    assert status[0] == "NOT REPRODUCED" and status[2] == "NOT REPRODUCED"
+    # A plain net already at chance: its lesions cannot decide the claim either way.
+    results["plain"]["intact"] = 0.89
+    plain = exp.verdicts(results)[2]
+    assert plain.status == "INCONCLUSIVE" and "intact plain net is at chance" in plain.measured
+
+
 def test_preact_vs_original_trains_both_orders_of_the_same_net(run_dir):
     results = load_results(run_dir / "preact-vs-original").results
     assert results["depths"] == [8, 11]  # 6n+2 basic and 9n+2 bottleneck with n = 1

@@ -14,6 +14,7 @@ path length is below n/2, the mean length of all 2^n paths.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -34,6 +35,7 @@ from skiplab.experiments.verdict import Verdict, make_verdict
 from skiplab.train import evaluate
 
 BARELY, DESTROYS = 0.2, 0.5
+AT_CHANCE = 0.05  # an intact net within 5 points of chance has nothing a lesion could destroy
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ BUDGETS = {
 
 
 def _damage(error: float, intact: float, chance: float) -> float:
-    return (error - intact) / max(chance - intact, 1e-9)
+    """Relative damage; nan for a net at or below chance (see ``AT_CHANCE``)."""
+    if chance - intact <= 0:
+        return math.nan
+    return (error - intact) / (chance - intact)
 
 
 class EnsembleOfPaths(Experiment):
@@ -187,6 +192,18 @@ class EnsembleOfPaths(Experiment):
             )
         ]
 
+    @staticmethod
+    def _at_chance(results: dict, kind: str) -> str | None:
+        """Why the ``kind`` net's lesions cannot be judged (it is at chance), or None."""
+        intact, chance = results[kind]["intact"], results["chance_error"]
+        if chance - intact >= AT_CHANCE:
+            return None
+        return (
+            f"the intact {kind} net is at chance ({100 * intact:.1f}% test error, chance "
+            f"{100 * chance:.0f}%): it has nothing a lesion could destroy, so the damage is "
+            "undefined"
+        )
+
     def verdicts(self, results: dict) -> list[Verdict]:
         normal, down = self._damages(results, "residual")
         plain, _ = self._damages(results, "plain")
@@ -194,30 +211,37 @@ class EnsembleOfPaths(Experiment):
         n = p["units"]
         total = p["total_gradient"]
         weighted = sum(k * t for k, t in enumerate(total)) / sum(total)
+        untrained = {kind: self._at_chance(results, kind) for kind in ("residual", "plain")}
+
+        def damage_verdict(claim, kind, measured, margin, min_effect, paper):
+            if untrained[kind]:  # margin 0: the claim cannot be decided either way
+                return make_verdict(claim, self.name, untrained[kind], [0.0], min_effect, paper)
+            return make_verdict(claim, self.name, measured, [margin], min_effect, paper)
+
         return [
-            make_verdict(
+            damage_verdict(
                 "Deleting one (non-downsampling) block barely hurts a residual net",
-                self.name,
+                "residual",
                 f"mean relative damage {mean(normal):.3f} over {len(normal)} blocks "
                 f"(barely: < {BARELY})",
-                [BARELY - mean(normal)],
+                BARELY - mean(normal),
                 0.02,
                 "Veit et al. Fig. 3: small error increase",
             ),
-            make_verdict(
+            damage_verdict(
                 "... except downsampling blocks, which hurt more",
-                self.name,
+                "residual",
                 f"mean relative damage {mean(down):.3f} (downsampling) vs {mean(normal):.3f}",
-                [mean(down) - mean(normal)],
+                mean(down) - mean(normal),
                 0.05,
                 "Veit et al. Fig. 3: spikes at downsampling",
             ),
-            make_verdict(
+            damage_verdict(
                 "Removing a layer from a plain net destroys it",
-                self.name,
+                "plain",
                 f"mean relative damage {mean(plain):.3f} over {len(plain)} layers "
                 f"(destroys: > {DESTROYS})",
-                [mean(plain) - DESTROYS],
+                mean(plain) - DESTROYS,
                 0.02,
                 "Veit et al. Fig. 3: plain VGG at chance",
             ),
