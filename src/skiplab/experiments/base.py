@@ -164,8 +164,17 @@ def write_json_atomic(path: Path, data) -> None:
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def run_one(experiment: Experiment, settings: Settings) -> ResultsFile:
-    """Run ``experiment`` and write its ``results.json`` (step 1)."""
+def run_one(
+    experiment: Experiment, settings: Settings, environment: dict | None = None
+) -> ResultsFile:
+    """Run ``experiment`` and write its ``results.json`` (step 1).
+
+    Args:
+        environment: :func:`environment_info` taken when the code was loaded (``skiplab
+            reproduce`` takes it once at its start, so that a commit made during a long run
+            is not recorded as the code that ran); None takes it now, before running.
+    """
+    environment = environment or environment_info(settings.device)
     folder = settings.out_dir / experiment.name
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -173,7 +182,7 @@ def run_one(experiment: Experiment, settings: Settings) -> ResultsFile:
     record = ResultsFile(
         experiment=experiment.name,
         settings=settings.as_dict(),
-        environment=environment_info(settings.device),
+        environment=environment,
         seconds=round(time.perf_counter() - start, 2),
         results=results,
     )

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from skiplab.experiments.base import BUDGETS, Experiment, Settings, run_one
+from skiplab.experiments.base import BUDGETS, Experiment, Settings, environment_info, run_one
 
 
 def experiments() -> dict[str, Experiment]:
@@ -84,9 +84,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         jobs=args.jobs,
     )
+    environment = environment_info(settings.device)  # the code as loaded, before any run
     for i, name in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)
-        record = run_one(known[name], settings)
+        record = run_one(known[name], settings, environment)
         print(f"[{i}/{len(chosen)}] {name}: {record.seconds:.0f} s", file=sys.stderr, flush=True)
     path = build_report(args.out, list(known.values()))
     print(path)
