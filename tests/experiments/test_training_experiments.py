@@ -233,6 +233,12 @@ def test_preact_vs_original_trains_both_orders_of_the_same_net(run_dir):
     for r in results["runs"]:
         r["curve"][-1]["train_loss"] = 0.5 if r["order"] == "original" else 0.9
     assert preact_vs_original.PreactVsOriginal().verdicts(results)[0].status == "NOT REPRODUCED"
+    # Nets that never left chance cannot show either order training better.
+    for r in results["runs"]:
+        r["curve"][-1]["train_loss"] = 2.3 if r["order"] == "original" else 2.2
+    verdicts = preact_vs_original.PreactVsOriginal().verdicts(results)
+    assert [v.status for v in verdicts] == ["INCONCLUSIVE", "INCONCLUSIVE"]
+    assert "neither order left chance at depth 11" in verdicts[0].measured
 
 
 def test_highway_vs_residual_records_losses_gates_and_lesions(run_dir):

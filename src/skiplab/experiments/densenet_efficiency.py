@@ -75,7 +75,7 @@ class DenseNetEfficiency(Experiment):
                         "seed": seed,
                         "epochs": budget.epochs,
                         "batch_size": budget.batch_size,
-                        "warmup": "none",
+                        "warmup": "auto",  # the paper's error-driven warm-up for ResNet-110
                     }
                 )
         runs = [

@@ -64,7 +64,7 @@ class HighwayBudget:
 BUDGETS = {
     # lr 0.01 for every kind and depth: at 0.05 the 20- and 50-layer highway and the 50- and
     # 100-layer residual MLPs diverged within 200 steps (quick budget, measured).
-    "quick": HighwayBudget((10, 20, 50, 100), 50, 20, 64, 0.01, DataPlan(2000, 500, 16)),
+    "quick": HighwayBudget((10, 20, 50, 100), 50, 12, 64, 0.01, DataPlan(2000, 500, 16)),
     "standard": HighwayBudget((10, 20, 50, 100), 50, 20, 128, 0.01, DataPlan()),
     "paper": HighwayBudget((10, 20, 50, 100), 50, 100, 128, 0.01, DataPlan()),
 }

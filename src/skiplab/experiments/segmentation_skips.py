@@ -17,7 +17,7 @@ into small and large.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import mean, median
 
@@ -41,10 +41,21 @@ class SegBudget:
     test_size: int | None
     unet_args: dict
     crop_size: int | None
+    fpn_args: dict = field(default_factory=dict)
 
 
 BUDGETS = {
-    "quick": SegBudget(8, 16, 0.05, 400, 100, {"base_width": 8, "depth": 4}, None),
+    # FPN at a quarter of its width (d = 64, head 32): the ResNet-18 encoder at 64x64 is the cost.
+    "quick": SegBudget(
+        8,
+        16,
+        0.05,
+        400,
+        100,
+        {"base_width": 8, "depth": 4},
+        None,
+        {"pyramid_channels": 64, "segmentation_channels": 32},
+    ),
     "standard": SegBudget(40, 8, 0.05, None, None, {"base_width": 32}, 256),
     "paper": SegBudget(100, 4, 0.05, None, None, {}, 256),
 }
@@ -261,6 +272,9 @@ class FPNLaterals(_SegmentationAblation):
         ("no laterals", "fpn_resnet18", {"lateral": False}),
         ("single scale (P5)", "fpn_resnet18", {"levels": (5,)}),
     )
+
+    def model_args(self, budget: SegBudget, label: str, base: dict) -> dict:
+        return {**budget.fpn_args, **base}
 
     def verdicts(self, results: dict) -> list[Verdict]:
         v = results["variants"]
