@@ -47,7 +47,7 @@ class SegBudget:
 BUDGETS = {
     # FPN at a quarter of its width (d = 64, head 32): the ResNet-18 encoder at 64x64 is the cost.
     "quick": SegBudget(
-        8,
+        4,
         16,
         0.05,
         400,
