@@ -46,7 +46,7 @@ class DegradationBudget:
 # 16x16 images left one of the two claims within noise; 2500 images (190 steps) left the nets
 # undertrained; depth 20 is left out to keep the whole demo under 10 minutes.
 BUDGETS = {
-    "quick": DegradationBudget((8, 14, 26), 10, 128, 0.1, DataPlan(5000, 1000, 24), {}, 40),
+    "quick": DegradationBudget((8, 14, 26), 10, 128, 0.1, DataPlan(5000, 500, 24), {}, 40),
     # CIFAR-10 at full resolution and width, on a class-balanced fifth of the training set so
     # that the eight nets train in about 1.5 hours on two CPU cores (minutes on a GPU).
     "standard": DegradationBudget((20, 32, 44, 56), 10, 128, 0.1, DataPlan(10000, 2000), {}),

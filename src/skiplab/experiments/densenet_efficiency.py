@@ -39,7 +39,7 @@ BUDGETS = {
             ("resnet56", {"widths": (8, 16, 32), "stem_width": 8}),
             ("resnet110", {"widths": (8, 16, 32), "stem_width": 8}),
         ),
-        4,
+        3,
         64,
         DataPlan(2000, 500, 16),
     ),

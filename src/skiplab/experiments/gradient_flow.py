@@ -40,7 +40,7 @@ class GradientBudget:
 
 
 BUDGETS = {
-    "quick": GradientBudget((20, 56, 110), 60, 64, DataPlan(2000, 500, 16), True, 1001),
+    "quick": GradientBudget((20, 56, 110), 40, 64, DataPlan(2000, 500, 16), True, 1001),
     "standard": GradientBudget((20, 56, 110), 500, 128, DataPlan(), False, 1001),
     "paper": GradientBudget((20, 56, 110), 2000, 128, DataPlan(), False, 1001),
 }

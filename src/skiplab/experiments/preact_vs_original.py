@@ -43,7 +43,7 @@ class PreactBudget:
 BUDGETS = {
     "quick": PreactBudget(
         (("preact_resnet110", 18), ("preact_resnet164", 18)),
-        2,
+        1,
         64,
         DataPlan(2000, 500, 16),
         {"widths": (8, 16, 32), "stem_width": 8},

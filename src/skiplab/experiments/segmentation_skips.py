@@ -50,7 +50,7 @@ BUDGETS = {
         4,
         16,
         0.05,
-        400,
+        300,
         100,
         {"base_width": 8, "depth": 4},
         None,
