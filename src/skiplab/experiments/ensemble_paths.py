@@ -31,7 +31,7 @@ from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
 from skiplab.experiments.training import classification_data
-from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.experiments.verdict import Verdict, make_verdict, undecidable_verdict
 from skiplab.train import evaluate
 
 BARELY, DESTROYS = 0.2, 0.5
@@ -214,8 +214,8 @@ class EnsembleOfPaths(Experiment):
         untrained = {kind: self._at_chance(results, kind) for kind in ("residual", "plain")}
 
         def damage_verdict(claim, kind, measured, margin, min_effect, paper):
-            if untrained[kind]:  # margin 0: the claim cannot be decided either way
-                return make_verdict(claim, self.name, untrained[kind], [0.0], min_effect, paper)
+            if untrained[kind]:
+                return undecidable_verdict(claim, self.name, untrained[kind], min_effect, paper)
             return make_verdict(claim, self.name, measured, [margin], min_effect, paper)
 
         return [

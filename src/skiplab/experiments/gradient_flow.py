@@ -111,37 +111,35 @@ class GradientFlow(Experiment):
         x, y = DeviceLoader(
             train, budget.batch_size, train=True, seed=0, device=settings.device
         ).batch(0, 0)
-        nets = []
-        for kind in KINDS:
-            for depth in budget.depths:
-                nets.append((kind, depth, True))
+        # (kind, depth, trained too?, registered name, overrides) of every net measured.
+        nets = [
+            (k, d, True, *net_spec(k, d, budget.narrow, nc)) for k in KINDS for d in budget.depths
+        ]
         if budget.deepest_preact:
-            nets.append(("preact", budget.deepest_preact, False))
-        specs = []
-        for kind, depth, train_it in nets:
-            if train_it:
-                name, args = net_spec(kind, depth, budget.narrow, nc)
-                specs.append(
-                    {
-                        "run_dir": folder,
-                        "name": f"{kind}{depth}",
-                        "settings": settings,
-                        "model": name,
-                        "model_args": args,
-                        "train_data": train,
-                        "val_data": None,
-                        "seed": 0,
-                        "steps": budget.steps,
-                        "batch_size": budget.batch_size,
-                        "lr": 0.1,
-                        "warmup": "none",
-                        "augment": True,
-                    }
-                )
+            depth = budget.deepest_preact
+            nets.append(("preact", depth, False, *net_spec("preact", depth, budget.narrow, nc)))
+        specs = [
+            {
+                "run_dir": folder,
+                "name": f"{kind}{depth}",
+                "settings": settings,
+                "model": name,
+                "model_args": args,
+                "train_data": train,
+                "val_data": None,
+                "seed": 0,
+                "steps": budget.steps,
+                "batch_size": budget.batch_size,
+                "lr": 0.1,
+                "warmup": "none",
+                "augment": True,
+            }
+            for kind, depth, train_it, name, args in nets
+            if train_it
+        ]
         trained = iter(train_runs(settings, specs))
         rows = []
-        for kind, depth, train_it in nets:
-            name, args = net_spec(kind, depth, budget.narrow, nc)
+        for kind, depth, train_it, name, args in nets:
             torch.manual_seed(0)
             model = create_model(name, **args).to(settings.device)
             row = {"kind": kind, "depth": depth, "model": name, "init": _measure(model, x, y)}

@@ -24,7 +24,7 @@ from skiplab import create_model
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import plt, save_figure
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
-from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.experiments.verdict import Verdict, make_verdict, undecidable_verdict
 
 TOLERANCE = 0.02
 
@@ -164,55 +164,45 @@ class PreactVsOriginal(Experiment):
         depths = results["depths"]
         deep = max(depths)
         gaps = self._gaps(results, deep)
-        stuck = {d: self._stuck(results, d) for d in depths}
-        if stuck[deep]:  # neither claim can be judged; both stay in the table
-            claims = [
-                f"The pre-activation unit trains at least as well as the original (depth {deep})"
-            ]
-            if len(depths) > 1:
-                claims.append("The advantage of pre-activation grows with depth")
-            return [
-                make_verdict(c, self.name, stuck[deep], [0.0], 0.01, "Fig. 6 and Table 3")
-                for c in claims
-            ]
-        out = [
-            make_verdict(
-                f"The pre-activation unit trains at least as well as the original (depth {deep})",
-                self.name,
-                f"final training loss original {self._mean_loss(results, 'original', deep):.4f} "
-                f"vs pre-activation {self._mean_loss(results, 'preact', deep):.4f} "
-                f"(tolerance {TOLERANCE})",
-                [g + TOLERANCE for g in gaps],
-                0.0,
-                "Fig. 6: lower training loss for pre-activation",
-            )
-        ]
-        if len(depths) > 1 and stuck[min(depths)]:
-            out.append(
+        claim = f"The pre-activation unit trains at least as well as the original (depth {deep})"
+        paper = "Fig. 6: lower training loss for pre-activation"
+        stuck_deep = self._stuck(results, deep)
+        if stuck_deep:
+            out = [undecidable_verdict(claim, self.name, stuck_deep, 0.01, paper)]
+        else:
+            out = [
                 make_verdict(
-                    "The advantage of pre-activation grows with depth",
+                    claim,
                     self.name,
-                    stuck[min(depths)],
-                    [0.0],
-                    0.01,
-                    "Table 3: 6.61 -> 6.37 (110), 5.93 -> 5.46 (164) % error",
+                    f"final training loss original "
+                    f"{self._mean_loss(results, 'original', deep):.4f} vs pre-activation "
+                    f"{self._mean_loss(results, 'preact', deep):.4f} (tolerance {TOLERANCE})",
+                    [g + TOLERANCE for g in gaps],
+                    0.0,
+                    paper,
                 )
-            )
-        elif len(depths) > 1:
+            ]
+        if len(depths) > 1:
             shallow = min(depths)
-            growth = [d - s for d, s in zip(gaps, self._gaps(results, shallow), strict=True)]
-            out.append(
-                make_verdict(
-                    "The advantage of pre-activation grows with depth",
-                    self.name,
-                    "loss gap (original - pre-activation) "
-                    f"{mean(self._gaps(results, shallow)):+.4f} at {shallow} layers, "
-                    f"{mean(gaps):+.4f} at {deep}",
-                    growth,
-                    0.01,
-                    "Table 3: 6.61 -> 6.37 (110), 5.93 -> 5.46 (164) % error",
+            claim = "The advantage of pre-activation grows with depth"
+            paper = "Table 3: 6.61 -> 6.37 (110), 5.93 -> 5.46 (164) % error"
+            why = stuck_deep or self._stuck(results, shallow)
+            if why:
+                out.append(undecidable_verdict(claim, self.name, why, 0.01, paper))
+            else:
+                shallow_gaps = self._gaps(results, shallow)
+                out.append(
+                    make_verdict(
+                        claim,
+                        self.name,
+                        "loss gap (original - pre-activation) "
+                        f"{mean(shallow_gaps):+.4f} at {shallow} layers, "
+                        f"{mean(gaps):+.4f} at {deep}",
+                        [d - s for d, s in zip(gaps, shallow_gaps, strict=True)],
+                        0.01,
+                        paper,
+                    )
                 )
-            )
         return out
 
     def _stuck(self, results: dict, depth: int) -> str | None:

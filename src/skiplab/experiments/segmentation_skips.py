@@ -126,14 +126,13 @@ class _SegmentationAblation(Experiment):
             "epochs": budget.epochs,
             "variants": {},
         }
-        specs, all_args = [], []
+        specs = []
         for label, model, overrides in self.variants:
             args = {
                 **self.model_args(budget, label, overrides),
                 "in_chans": train.images.shape[1],
                 "num_classes": len(train.classes),
             }
-            all_args.append(args)
             specs.append(
                 {
                     "run_dir": settings.out_dir,
@@ -155,12 +154,12 @@ class _SegmentationAblation(Experiment):
             )
         models = {}
         outcomes = train_runs(settings, specs)
-        for (label, model, _), args, outcome in zip(self.variants, all_args, outcomes, strict=True):
+        for (label, model, _), spec, outcome in zip(self.variants, specs, outcomes, strict=True):
             net = outcome.model.eval()
             metrics = evaluate(net, test, batch_size=8, device=settings.device)
             results["variants"][label] = {
                 "model": model,
-                "args": {k: v for k, v in args.items()},
+                "args": dict(spec["model_args"]),
                 "metrics": metrics,
                 "objects": object_recall(net, test, settings.device),
             }

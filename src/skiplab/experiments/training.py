@@ -53,12 +53,11 @@ def _shrink(data: ArrayDataset, size: int | None, resolution: int | None) -> Arr
         raise ValueError(f"asked for {size} images of {data.source}; it has {len(data)}")
     if size is None:
         images, targets = data.images, data.targets
+    elif data.task == "classification":
+        keep = balanced_prefix(data.targets, size)
+        images, targets = data.images[keep], data.targets[keep]
     else:
-        keep = balanced_prefix(data.targets, size) if data.task == "classification" else None
-        if keep is None:
-            images, targets = data.images[:size], data.targets[:size]
-        else:
-            images, targets = data.images[keep], data.targets[keep]
+        images, targets = data.images[:size], data.targets[:size]
     if resolution is not None and resolution != images.shape[-1]:
         if data.task != "classification":
             raise ValueError("resolution changes apply to classification data only")
@@ -195,7 +194,7 @@ def train_in_parallel(settings: Settings, train_fn: Callable, tasks: list[tuple]
         initargs=(threads,),
     ) as pool:
         futures = {pool.submit(_train_and_discard, train_fn, task): task for task in tasks}
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
     for future, task in futures.items():

@@ -86,3 +86,11 @@ def make_verdict(
 ) -> Verdict:
     status, mean, needed = judge(margins, min_effect)
     return Verdict(claim, experiment, measured, status, mean, needed, len(margins), paper)
+
+
+def undecidable_verdict(
+    claim: str, experiment: str, why: str, min_effect: float, paper: str | None = None
+) -> Verdict:
+    """INCONCLUSIVE for a claim the measurement cannot decide (e.g. the nets it compares never
+    left chance): the margin is 0 and ``why`` stands where the numbers would."""
+    return make_verdict(claim, experiment, why, [0.0], min_effect, paper)
