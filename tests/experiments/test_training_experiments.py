@@ -202,6 +202,41 @@ def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
     assert report.count("| ensemble-of-paths |") == 4
 
 
+def test_ensemble_of_paths_trains_its_own_deeper_residual_net(tmp_path, monkeypatch):
+    # Degradation nets of depth 8 only; the lesions need a deeper residual net of their own.
+    tiny = {"widths": (4, 8, 16), "stem_width": 4}
+    monkeypatch.setitem(
+        degradation.BUDGETS,
+        "quick",
+        degradation.DegradationBudget((8,), 1, 16, 0.1, TINY_DATA, tiny),
+    )
+    monkeypatch.setitem(
+        ensemble_paths.BUDGETS,
+        "quick",
+        ensemble_paths.PathsBudget(1, 1, 1, 16, ensemble_paths.LesionNet(14, 0.05)),
+    )
+    settings = Settings(out_dir=tmp_path)
+    results = run_one(ensemble_paths.EnsembleOfPaths(), settings).results
+    assert results["nets"]["residual"] == {
+        "depth": 14,
+        "lr": 0.05,
+        "run": "resnet14-lesion-quick-seed0",
+    }
+    assert results["nets"]["plain"] == {"depth": 8, "lr": 0.1, "run": "plain8-quick-seed0"}
+    assert len(results["residual"]["single"]) == 6 and len(results["plain"]["single"]) == 1
+    assert results["paths"]["units"] == 6
+    config = json.loads(
+        (tmp_path / "runs" / "resnet14-lesion-quick-seed0" / "config.json").read_text()
+    )
+    assert config["lr"] == 0.05
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "plain8-quick-seed0",
+        "resnet14-lesion-quick-seed0",
+    ]
+    section = ensemble_paths.EnsembleOfPaths().section(results, [], [])
+    assert "residual 14 layers (lr 0.05, run `resnet14-lesion-quick-seed0`)" in section
+
+
 def test_ensemble_verdicts_on_made_up_lesions(run_dir):
     results = load_results(run_dir / "ensemble-of-paths").results
     exp = ensemble_paths.EnsembleOfPaths()

@@ -68,17 +68,19 @@ def train_net(
     seed: int,
     train: ArrayDataset,
     test: ArrayDataset,
+    tag: str = "",
 ) -> RunOutcome:
     """Train (or reuse) the ``kind`` net of ``depth`` layers of this budget.
 
     Runs live in ``<run>/runs/`` so that other experiments (ensemble-of-paths) reuse them.
     resnet20 with n units per stage and the chosen shortcut is the registered resnet{6n+2} /
-    plain{6n+2}, at any depth.
+    plain{6n+2}, at any depth. ``tag`` names a run whose budget differs from this experiment's
+    own (``resnet56-lesion-quick-seed0``), so that the two never share a folder.
     """
     n = (depth - 2) // 6
     return train_run(
         settings.out_dir,
-        f"{_name(kind, depth)}-{settings.budget}-seed{seed}",
+        f"{_name(kind, depth)}{f'-{tag}' if tag else ''}-{settings.budget}-seed{seed}",
         settings,
         model="resnet20",
         model_args={
