@@ -71,10 +71,12 @@ def read_weights_file(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's message is long; the line naming the refused global is the one that matters.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = next((line for line in lines if "GLOBAL" in line or "global" in line), lines[0])
         raise ValueError(
             f"refusing to load {path}: it is not a plain weights file and loading it would "
-            "execute code from the file "
-            f"(weights_only=True rejected it: {str(exc).splitlines()[0]})"
+            f"execute code from the file (weights_only=True rejected it: {why})"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"cannot read weights file {path}: {exc}") from exc

@@ -23,7 +23,7 @@ from skiplab.train.evaluate import evaluate, load_run
 from skiplab.train.losses import Loss, dice_loss
 from skiplab.train.metrics import connected_components, rand_error
 from skiplab.train.schedule import LRSchedule
-from skiplab.train.trainer import FitResult, NonFiniteLoss, Trainer
+from skiplab.train.trainer import FitResult, NonFiniteLoss, NonFiniteWeights, Trainer
 
 __all__ = [
     "RECIPES",
@@ -33,6 +33,7 @@ __all__ = [
     "LoadedCheckpoint",
     "Loss",
     "NonFiniteLoss",
+    "NonFiniteWeights",
     "TrainConfig",
     "Trainer",
     "connected_components",

@@ -92,15 +92,23 @@ def model_and_config(
 
 
 def check_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: ArrayDataset) -> None:
-    """One forward pass on two samples in eval mode (no state changes): a model whose output
-    does not fit the data fails here, naming both shapes."""
+    """One forward pass on two samples in eval mode (no state changes): a model whose input or
+    output does not fit the data fails here with a ValueError, naming both shapes."""
     k = len(data.classes)
     expected = (2, k) if data.task == "classification" else (2, k, *y.shape[-2:])
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        out = model(x[:2])
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except RuntimeError as exc:  # e.g. a plain module whose first layer wants other channels
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(
+            f"{type(model).__name__} cannot take the data {data.source!r}: a batch of shape "
+            f"{tuple(x[:2].shape)} (N, C, H, W) failed in the forward pass: {first}"
+        ) from exc
+    finally:
+        model.train(was_training)
     if tuple(out.shape) != expected:
         raise ValueError(
             f"model output {tuple(out.shape)} does not fit the data: expected {expected} "

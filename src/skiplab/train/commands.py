@@ -142,7 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             given = ["--" + k.replace("_", "-") for k in extra] + (["--config"] * bool(args.config))
             raise ValueError(
                 f"--resume continues a run with its saved settings; remove {given} "
-                f"(only --device and --progress may change)"
+                f"(only {', '.join('--' + k.replace('_', '-') for k in RUNTIME_FIELDS)} may "
+                "change)"
             )
         saved = Path(values["out"]) / "config.json"
         if not saved.is_file():

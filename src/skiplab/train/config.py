@@ -47,7 +47,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 # Fields that only change where or how fast a run goes, not what it computes on CPU: a resumed
 # run may change them.
-RUNTIME_FIELDS = ("device", "progress")
+RUNTIME_FIELDS = ("device", "progress", "dist_timeout")
 
 
 @dataclass
@@ -95,6 +95,9 @@ class TrainConfig:
         keep_checkpoints: Checkpoints kept on disk (the newest ones).
         eval_batch_size: Batch size for evaluation (None: batch_size).
         progress: tqdm bar, "auto" (when stderr is a terminal), "on" or "off".
+        dist_timeout: Distributed runs: seconds a collective may wait for the other ranks, and
+            seconds a rank may go without finishing a step, checkpoint or evaluation, before
+            the rank fails (naming the ranks that did not arrive) and the whole job stops.
     """
 
     model: str | None = None
@@ -138,6 +141,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_batch_size: int | None = None
     progress: str = "auto"
+    dist_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -164,7 +168,7 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "warmup_steps", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        for name in ("lr", "warmup_lr", "div_factor", "final_div_factor"):
+        for name in ("lr", "warmup_lr", "div_factor", "final_div_factor", "dist_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
         for name in ("momentum", "weight_decay", "min_lr"):

@@ -3,13 +3,25 @@
 ``torchrun --nproc-per-node=N -m skiplab train ...`` sets RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR and MASTER_PORT; a plain ``skiplab train`` sets none of them and runs as a world of
 one without any process group. NCCL is used on CUDA, gloo on CPU.
+
+A distributed job must never wait forever on a rank that crashed or hangs. Every collective
+runs under the process group's ``timeout``; each rank records the step it has reached in the
+job's key-value store, so that a collective that fails (a timeout, or a peer that died) raises
+:class:`RankFailure` naming the ranks that did not arrive; and a :class:`Watchdog` ends a rank
+whose training makes no progress for ``timeout`` seconds (a hang in user code, data loading or
+a collective), so that ``torchrun`` stops the whole job instead of waiting for it.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -91,8 +103,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device_name: str) -> tuple[DistInfo, torch.device, bool]:
+class RankFailure(RuntimeError):
+    """A collective failed (timed out, or a peer died); the message names the ranks that did
+    not arrive and the step each one last reached."""
+
+
+def setup(device_name: str, timeout: float | None = None) -> tuple[DistInfo, torch.device, bool]:
     """Initialise the process group when launched by torchrun.
+
+    Args:
+        device_name: As :func:`resolve_device` takes it.
+        timeout: Seconds a collective may wait for the other ranks before it fails (None:
+            torch's default).
 
     Returns:
         (info, device, owns_group): ``owns_group`` is True when this call created the group
@@ -105,7 +127,8 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device, bool]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
+    kwargs = {"timeout": timedelta(seconds=timeout)} if timeout is not None else {}
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, **kwargs)
     return info, device, True
 
 
@@ -114,10 +137,45 @@ def teardown(owns_group: bool) -> None:
         dist.destroy_process_group()
 
 
+_PROGRESS_KEY = "skiplab/progress/{}"
+
+
+def mark_progress(info: DistInfo, where: str) -> None:
+    """Record in the job's store where this rank is (e.g. "step 12"), for :class:`RankFailure`
+    messages of the other ranks (a no-op in a world of one)."""
+    if info.enabled:
+        dist.distributed_c10d._get_default_store().set(_PROGRESS_KEY.format(info.rank), where)
+
+
+def _progress_of_others(info: DistInfo) -> str:
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        found = []
+        for rank in range(info.world_size):
+            key = _PROGRESS_KEY.format(rank)
+            where = store.get(key).decode() if store.check([key]) else "not started"
+            found.append(f"rank {rank}: {where}")
+        return "; ".join(found)
+    except Exception as exc:  # the store itself may be gone with the job
+        return f"progress of the other ranks unknown ({type(exc).__name__}: {exc})"
+
+
+def _collective(what: str, info: DistInfo, call: Callable[[], object]):
+    """Run one collective; a failure becomes a RankFailure naming where every rank is."""
+    try:
+        return call()
+    except RuntimeError as exc:  # DistBackendError, gloo timeouts and closed connections
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RankFailure(
+            f"rank {info.rank}: {what} failed ({first}); ranks that did not arrive have crashed "
+            f"or hang. Last progress recorded: {_progress_of_others(info)}"
+        ) from exc
+
+
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum ``t`` over ranks in place (a no-op in a world of one)."""
     if info.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        _collective("all_reduce", info, lambda: dist.all_reduce(t, op=dist.ReduceOp.SUM))
     return t
 
 
@@ -126,10 +184,57 @@ def all_gather_objects(obj, info: DistInfo) -> list:
     if not info.enabled:
         return [obj]
     out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
+    _collective("all_gather_object", info, lambda: dist.all_gather_object(out, obj))
     return out
 
 
 def barrier(info: DistInfo) -> None:
     if info.enabled:
-        dist.barrier()
+        _collective("barrier", info, dist.barrier)
+
+
+class Watchdog:
+    """Ends this process when it makes no progress for ``timeout`` seconds.
+
+    A rank that hangs (in user code, data loading, or a collective whose own timeout does not
+    fire) would otherwise keep a distributed job alive: ``torchrun`` stops the other ranks
+    when one exits, but waits for this one. The watchdog prints one line naming the rank, the
+    last progress and the limit to stderr, then calls ``os._exit(exit_code)``.
+
+    Args:
+        info: This rank.
+        timeout: Seconds without a call to :meth:`mark` before the process is ended.
+        exit_code: Exit status of the ended process.
+    """
+
+    def __init__(self, info: DistInfo, timeout: float, exit_code: int = 124) -> None:
+        self.info, self.timeout, self.exit_code = info, float(timeout), exit_code
+        self._where, self._last = "start", time.monotonic()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="skiplab-watchdog", daemon=True)
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def mark(self, where: str) -> None:
+        """Record progress (``where``, e.g. "step 12") now."""
+        self._where, self._last = where, time.monotonic()
+
+    def _watch(self) -> None:
+        poll = min(1.0, self.timeout / 10)
+        while not self._stopped.wait(poll):
+            idle = time.monotonic() - self._last
+            if idle > self.timeout:
+                print(
+                    f"skiplab: rank {self.info.rank}: no progress for {idle:.1f} s after "
+                    f"{self._where} (dist_timeout {self.timeout:g} s); ending this process so "
+                    "that the whole job stops",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(self.exit_code)

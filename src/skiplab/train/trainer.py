@@ -7,10 +7,15 @@ checkpoint holds everything else that changes during training (weights, optimize
 RNG states of every rank, step, epoch, position in the epoch), so a resumed run on the CPU
 ends bit-identical to an uninterrupted one.
 
-Per step: forward, one all-reduce of (loss, wrong, count, stop flag) so that every rank agrees
-on the training error (for the warm-up), on a non-finite loss (stop before the update, no
-checkpoint afterwards) and on a signal (checkpoint and stop at the same step), then backward
-and the SGD update.
+Per step: forward, one all-reduce of (loss, wrong, count, non-finite weights, stop flags) so
+that every rank agrees on the training error (for the warm-up), on a non-finite loss or weights
+(stop before the update, no checkpoint afterwards) and on a signal (checkpoint and stop at the
+same step), then backward and the SGD update. Weights and buffers are checked again before
+every checkpoint and evaluation, so a checkpoint never holds NaN or infinite values.
+
+In a distributed run every collective fails after ``cfg.dist_timeout`` seconds, naming the
+ranks that did not arrive, and a watchdog ends a rank that makes no progress for that long, so
+a crashed or hung rank stops the whole job instead of stalling it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ from skiplab.train.schedule import LRSchedule
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite; the message names step, epoch and lr."""
+
+
+class NonFiniteWeights(NonFiniteLoss):
+    """The weights or buffers became NaN or infinite (the loss may still be finite, e.g. a
+    BatchNorm running variance that overflowed); the message names step, lr and a tensor."""
 
 
 @dataclass
@@ -101,7 +111,7 @@ class Trainer:
         # Cheap checks first: a wrong --out, --resume or setting fails before data is loaded.
         build.check_run_folder(Path(cfg.out), resume)
         build.check_settings(cfg, model)
-        self.dist, self.device, self._owns_group = distributed.setup(cfg.device)
+        self.dist, self.device, self._owns_group = distributed.setup(cfg.device, cfg.dist_timeout)
         try:
             self._build(cfg, model, train_data, val_data)
         except BaseException:
@@ -112,11 +122,13 @@ class Trainer:
         self.step = self.epoch = self.position = 0  # position: batches done in this epoch
         self.epoch_sums = _new_sums()
         self.lr = self.cfg.lr
+        self.last_loss: float | None = None  # mean training loss of the last step, over ranks
         self.stop_signal: int | None = None
         self._stop_requested = False
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict[str, float] = {}
         self._saved_step = -1
+        self._watchdog: distributed.Watchdog | None = None
 
     def _build(self, cfg, model, train_data, val_data) -> None:
         if cfg.amp == "fp16" and self.device.type != "cuda":
@@ -191,8 +203,12 @@ class Trainer:
         try:
             self._prepare()
             with runtime.stop_signals(self._on_signal):
-                return self._loop()
+                if not self.dist.enabled:
+                    return self._loop()
+                with distributed.Watchdog(self.dist, self.cfg.dist_timeout) as self._watchdog:
+                    return self._loop()
         finally:
+            self._watchdog = None
             distributed.teardown(self._owns_group)
 
     def _on_signal(self, signum: int) -> None:
@@ -222,7 +238,8 @@ class Trainer:
     def _restore(self, ckpt: LoadedCheckpoint) -> None:
         state = ckpt.state
         saved = TrainConfig.from_dict(state["config"], where=str(ckpt.manifest_path))
-        diff = config_diff(saved, self.cfg, ignore=RUNTIME_FIELDS)
+        # "out" may differ too: a run folder that was moved or copied resumes where it is now.
+        diff = config_diff(saved, self.cfg, ignore=(*RUNTIME_FIELDS, "out"))
         if diff:
             raise ValueError(
                 f"{ckpt.manifest_path} was made with other settings; a resumed run "
@@ -274,6 +291,7 @@ class Trainer:
                 self.position += 1
                 self.step += 1
                 self.epoch_sums["seconds"] += time.perf_counter() - started
+                self._mark(f"step {self.step}")
                 bar.update(1)
                 if (
                     cfg.checkpoint_every
@@ -307,9 +325,12 @@ class Trainer:
         flags = [float(self.stop_signal == s) for s in runtime.STOP_SIGNALS]
         flags.append(float(self._stop_requested))
         extra = torch.tensor([float(y.numel()), *flags], device=self.device)
-        stats = torch.cat([loss.detach().float()[None], wrong.float()[None], extra])
-        loss_sum, wrong, count, *flags = distributed.all_reduce_sum(stats, self.dist).tolist()
+        bad = self._non_finite_tensors()[None].float()  # of the previous step's update
+        stats = torch.cat([loss.detach().float()[None], wrong.float()[None], bad, extra])
+        loss_sum, wrong, bad, count, *flags = distributed.all_reduce_sum(stats, self.dist).tolist()
         mean_loss = loss_sum / self.dist.world_size
+        if bad > 0:
+            self._raise_non_finite_weights(f"in step {self.step + 1}, before its update")
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(
                 f"non-finite training loss ({mean_loss}) at step {self.step + 1} (epoch "
@@ -323,6 +344,7 @@ class Trainer:
         self.scaler.update()
         self.schedule.observe(self.step, wrong / count)
         self.lr = lr
+        self.last_loss = mean_loss
         sums = self.epoch_sums
         sums["loss"] += mean_loss
         sums["wrong"] += wrong
@@ -335,6 +357,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         cfg = self.cfg
+        self._check_finite(f"at the end of epoch {self.epoch}")
         final = self.step >= self.total_steps
         due = cfg.eval_every and self.epoch % cfg.eval_every == 0 and self.position == 0
         val: dict[str, float] = {}
@@ -352,6 +375,7 @@ class Trainer:
                 )
                 self.last_metrics = val
             distributed.barrier(self.dist)
+            self._mark(f"evaluation after step {self.step}")
         s = self.epoch_sums
         steps = max(s["steps"], 1)
         row = {
@@ -387,6 +411,7 @@ class Trainer:
     def _save(self) -> None:
         if self._saved_step == self.step:
             return
+        self._check_finite(f"before the checkpoint of step {self.step}")
         self._saved_step = self.step
         rngs = distributed.all_gather_objects(runtime.capture_rng(self.device), self.dist)
         if self.dist.is_main:
@@ -418,6 +443,44 @@ class Trainer:
                 keep=self.cfg.keep_checkpoints,
             )
         distributed.barrier(self.dist)
+        self._mark(f"checkpoint of step {self.step}")
+
+    # -- checks -----------------------------------------------------------------------------------
+    def _mark(self, where: str) -> None:
+        if self._watchdog is not None:
+            self._watchdog.mark(where)
+            distributed.mark_progress(self.dist, where)
+
+    def _non_finite_tensors(self) -> torch.Tensor:
+        """Number of floating-point parameters and buffers holding a NaN or an infinity (a
+        0-d tensor; no host synchronisation)."""
+        checks = [(~t.detach().isfinite()).any() for t in self._float_tensors()]
+        return torch.stack(checks).sum() if checks else torch.zeros((), device=self.device)
+
+    def _float_tensors(self):
+        for t in (*self.model.parameters(), *self.model.buffers()):
+            if t.is_floating_point():
+                yield t
+
+    def _check_finite(self, when: str) -> None:
+        """Every rank agrees (one all-reduce) that weights and buffers are finite, or raises."""
+        bad = self._non_finite_tensors()[None].float()
+        if distributed.all_reduce_sum(bad, self.dist).item() > 0:
+            self._raise_non_finite_weights(when)
+
+    def _raise_non_finite_weights(self, when: str) -> None:
+        names = [
+            name
+            for name, t in (*self.model.named_parameters(), *self.model.named_buffers())
+            if t.is_floating_point() and not bool(t.detach().isfinite().all())
+        ]
+        raise NonFiniteWeights(
+            f"non-finite weights or buffers {when} (epoch {self.epoch}, lr {self.lr:g}; NaN or "
+            f"inf came from the update of step {self.step} or a forward pass that updates "
+            f"buffers): {len(names)} tensor(s) on rank {self.dist.rank} "
+            f"hold NaN or inf, e.g. {names[:3]}; stopped without writing them; the last "
+            f"checkpoint is {self.last_checkpoint or 'none'}"
+        )
 
 
 def _new_sums() -> dict[str, float]:

@@ -1,0 +1,7 @@
+"""``python -m skiplab.selftest``: see :mod:`skiplab.selftest`."""
+
+import sys
+
+from skiplab.selftest import main
+
+sys.exit(main())

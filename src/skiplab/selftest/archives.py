@@ -1,0 +1,124 @@
+"""Fault 5: hostile archives, refused before any byte is written.
+
+Each archive is given to :func:`~skiplab.data.safe_extract` (destination ``parent/dest``) and,
+for tar files, to the image-folder loader, which reads archives member by member. Passing
+means: a ``ValueError`` naming the member, the destination not created, the parent folder
+unchanged (names, sizes and its own modification time), and the outside target untouched.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+from skiplab.data import load_dataset, safe_extract
+from skiplab.selftest.common import FaultResult, TrialFailed, check, command_for, run_trials
+
+TITLE = "archive members ../x, /abs/x, escaping/self links, hard links, device, FIFO, zip ../x"
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, linkname, 0o644
+    return info
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for info, data in members:
+            if info.isreg():
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+            else:
+                tf.addfile(info)
+    return path
+
+
+def _zip(path: Path, members: list[tuple[str, bytes, int]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data, mode in members:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return path
+
+
+def cases(outside: Path) -> dict[str, tuple[str, list, str]]:
+    """name -> (kind, members, the member the error must name)."""
+    ok = (_info("train/c0/0.png"), b"x")
+    zok = ("ok.txt", b"x", 0o100644)
+    o = str(outside)
+    return {
+        "member ../x": ("tar", [ok, (_info("../x"), b"evil")], "../x"),
+        "member a/../../x": ("tar", [ok, (_info("a/../../x"), b"evil")], "a/../../x"),
+        "member /abs/x": ("tar", [ok, (_info(o), b"evil")], o),
+        "symlink outside, then a member through it": (
+            "tar",
+            [(_info("link", tarfile.SYMTYPE, str(outside.parent)), b""),
+             (_info(f"link/{outside.name}"), b"evil")],
+            "link",
+        ),
+        "hard link to an outside path": (
+            "tar", [ok, (_info("hard", tarfile.LNKTYPE, o), b"")], "hard"),
+        "symlink to the destination itself": (
+            "tar", [ok, (_info("self", tarfile.SYMTYPE, "."), b"")], "self"),
+        "hard link to the destination itself": (
+            "tar", [ok, (_info("selfhard", tarfile.LNKTYPE, "."), b"")], "selfhard"),
+        "character device": ("tar", [ok, (_info("dev", tarfile.CHRTYPE), b"")], "dev"),
+        "FIFO": ("tar", [ok, (_info("fifo", tarfile.FIFOTYPE), b"")], "fifo"),
+        "zip member ../x": ("zip", [zok, ("../x", b"evil", 0o100644)], "../x"),
+        "zip member /abs/x": ("zip", [zok, (o, b"evil", 0o100644)], o),
+        "zip symlink": ("zip", [("ln", str(outside).encode(), 0o120777)], "ln"),
+    }  # fmt: skip
+
+
+def _state(folder: Path) -> tuple:
+    entries = sorted(
+        (p.relative_to(folder).as_posix(), p.lstat().st_size) for p in folder.rglob("*")
+    )
+    return folder.stat().st_mtime_ns, entries
+
+
+def trial(work: Path, name: str, kind: str, members: list, member: str, outside: Path) -> str:
+    case = work / name.replace(" ", "-").replace("/", "_")
+    parent = case / "parent"
+    parent.mkdir(parents=True)
+    (parent / "keep.txt").write_text("already here")
+    archive = case / f"hostile.{'tar' if kind == 'tar' else 'zip'}"
+    (_tar if kind == "tar" else _zip)(archive, members)
+    before, outside_before = _state(parent), outside.read_bytes()
+    loaders = [("safe_extract", lambda: safe_extract(archive, parent / "dest"))]
+    if kind == "tar":
+        loaders.append(
+            ("imagefolder loader", lambda: load_dataset(
+                "imagefolder", "train", data_dir=archive, cache_dir=parent / "cache"))
+        )  # fmt: skip
+    notes = []
+    for label, call in loaders:
+        try:
+            call()
+        except ValueError as exc:
+            message = str(exc)
+        else:
+            raise TrialFailed(f"{label} accepted the archive")
+        check(f"member {member!r}" in message, f"{label}: the error does not name {member!r}")
+        check(_state(parent) == before, f"{label}: the destination's parent changed")
+        check(outside.read_bytes() == outside_before, f"{label}: the outside file changed")
+        notes.append(message.split(": ", 1)[1])
+    return notes[0]
+
+
+def run(work: Path, trials: int | None = None, seed: int = 0, progress=lambda: None):
+    result = FaultResult("hostile-archive", TITLE, command=command_for("hostile-archive", None))
+    outside = work / "outside" / "target.txt"
+    outside.parent.mkdir(parents=True)
+    outside.write_text("must never change")
+    items = [
+        (name, lambda n=name, c=c: trial(work, n, *c, outside))
+        for name, c in cases(outside).items()
+    ]
+    result = run_trials(result, items[: trials if trials else None], progress)
+    check(outside.read_text() == "must never change", "the outside file changed")
+    return result
