@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+from skiplab.bench.memory import proc_status_kib, run_json_child
 
 # name: model overrides (and whether to switch on whole-layer gradient checkpointing)
 CONFIGS: dict[str, tuple[dict, bool]] = {
@@ -30,13 +30,10 @@ CONFIGS: dict[str, tuple[dict, bool]] = {
 
 
 def _proc_status_kib(field: str) -> int:
-    status = Path("/proc/self/status")
-    if not status.exists():
-        raise SystemExit("this benchmark reads /proc/self/status and needs Linux")
-    for line in status.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])  # "VmHWM:   123456 kB"
-    raise SystemExit(f"{field} not found in /proc/self/status")
+    try:
+        return proc_status_kib(field)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def run_child(config: str, model_name: str, batch_size: int, size: int, threads: int) -> None:
@@ -101,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             "--threads",
             str(args.threads),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            print(proc.stderr, file=sys.stderr)
-            return proc.returncode
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        try:
+            results.append(run_json_child(cmd))
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
 
     print(
         f"{args.model}, batch {args.batch_size}, input 3x{args.size}x{args.size}, "

@@ -4,6 +4,7 @@ skiplab models [PATTERN] [--family F] [--json]   table of registered models
 skiplab summary NAME [--input-size C H W]       per-stage shapes, parameters and MACs
 skiplab train / eval / predict                  training engine (see docs/training.md)
 skiplab reproduce [EXPERIMENT ...] / report     the chapter's experiments and report
+skiplab bench / export                          benchmarks; models for inference (BN folded, ONNX)
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import json
 import sys
 
 from skiplab import list_models
+from skiplab.bench.cli import add_bench_command
 from skiplab.experiments.cli import add_experiment_commands
+from skiplab.export import add_export_command
 from skiplab.train.commands import add_train_commands
 
 
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub)
     add_experiment_commands(sub)
+    add_bench_command(sub)
+    add_export_command(sub)
     return parser
 
 

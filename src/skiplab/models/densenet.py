@@ -115,6 +115,10 @@ class DenseLayer(nn.Module):
         # Forward runs normally; the recomputation in backward must not update BN statistics.
         return contextlib.nullcontext(), frozen_bn_stats(self)
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """(conv1, norm2) in a bottleneck layer; norm1 reads the concatenation, not a conv."""
+        return (("conv1", "norm2"),) if self.bottleneck else ()
+
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and torch.is_grad_enabled():
             out = checkpoint(
@@ -346,6 +350,10 @@ class DenseNet(SkipNet):
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The ImageNet stem's (conv0, norm0) (see skiplab.fuse); dense layers name theirs."""
+        return (("features.conv0", "features.norm0"),) if self.cfg.stem == "imagenet" else ()
 
     # -- forward -----------------------------------------------------------------------------
     def _dense_block(self, block: DenseBlock, x: torch.Tensor) -> torch.Tensor:

@@ -208,6 +208,10 @@ class ResNet(SkipNet):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The stem's (conv1, bn1), where there is a bn1 (see skiplab.fuse); units name theirs."""
+        return (("conv1", "bn1"),) if hasattr(self, "bn1") else ()
+
     # -- forward -----------------------------------------------------------------------------
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

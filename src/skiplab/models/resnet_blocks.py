@@ -158,6 +158,10 @@ class BasicBlock(_ResidualUnit):
         """Zero the last BN's gamma: the residual branch starts at 0 (Goyal et al. 2017)."""
         nn.init.zeros_(self.bn2.weight)
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """(conv, bn) pairs where the BN reads only the conv's output (see skiplab.fuse)."""
+        return (("conv1", "bn1"), ("conv2", "bn2"))
+
 
 class Bottleneck(_ResidualUnit):
     """1x1 reduce, 3x3, 1x1 expand (x4); ReLU after the addition (paper Fig. 5, Table 1).
@@ -206,6 +210,9 @@ class Bottleneck(_ResidualUnit):
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
 
 class _PreActUnit(_ResidualUnit):
@@ -275,6 +282,10 @@ class PreActBasic(_PreActUnit):
         """Zero the last convolution: with no BN after it, this makes the branch output 0."""
         nn.init.zeros_(self.conv2.weight)
 
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        """Only bn2 follows a conv; bn1 reads the unit's input (also the shortcut's)."""
+        return (("conv1", "bn2"),)
+
 
 class PreActBottleneck(_PreActUnit):
     """BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1(x4), then the addition (2016 paper, Table 2/3)."""
@@ -318,6 +329,9 @@ class PreActBottleneck(_PreActUnit):
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
+        return (("conv1", "bn2"), ("conv2", "bn3"))
 
 
 BLOCKS: dict[tuple[str, bool], type[_ResidualUnit]] = {

@@ -61,6 +61,12 @@ def add_train_commands(sub) -> None:
     p.add_argument("--std", type=float, nargs="+", help="override the input normalisation std")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each image's logits with its mirror's (default: the run's tta_flip)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -184,6 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model = create_model(args.model, num_classes=len(data.classes))
         report = load_pretrained(model, args.checkpoint)
         where, loss, source = str(args.checkpoint), "ce", f"sha256 {report.sha256}"
+        tta_flip = bool(args.tta_flip)
     else:
         run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)
         cfg = run.config
@@ -194,12 +201,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.data or cfg.data, split, data_dir=args.data_dir or cfg.data_dir, seed=cfg.seed
         )
         model, where, loss, source = run.model, str(run.checkpoint), cfg.loss, str(run.checkpoint)
+        tta_flip = cfg.tta_flip if args.tta_flip is None else args.tta_flip
     if args.mean or args.std:
         data = replace(data, mean=tuple(args.mean or data.mean), std=tuple(args.std or data.std))
     device = resolve_device(args.device)
-    results = evaluate(model.to(device), data, batch_size=args.batch_size, device=device, loss=loss)
+    results = evaluate(
+        model.to(device),
+        data,
+        batch_size=args.batch_size,
+        device=device,
+        loss=loss,
+        tta_flip=tta_flip,
+    )
     record = {
         "checkpoint": where,
+        "tta_flip": tta_flip,
         "weights": source,
         "data": data.source,
         "split": split,

@@ -42,8 +42,13 @@ def evaluate(
     loss: str = "ce",
     amp: str = "none",
     channels_last: bool = False,
+    tta_flip: bool = False,
 ) -> dict[str, float]:
     """Loss and error metrics of ``model`` on all of ``data`` (in eval mode, no augmentation).
+
+    Args:
+        tta_flip: Test-time augmentation: average the logits of each image and of its
+            horizontal mirror (for segmentation the mirrored prediction is flipped back first).
 
     Returns:
         Classification: ``loss``, ``error`` (top-1), ``top5_error``. Segmentation: ``loss``,
@@ -61,8 +66,11 @@ def evaluate(
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                logits = model(x)
-            logits = logits.float()
+                logits = model(x).float()
+                if tta_flip:
+                    mirrored = model(x.flip(-1)).float()
+                    # (N, C) class logits need no flip back; (N, C, H, W) maps do.
+                    logits = (logits + (mirrored.flip(-1) if mirrored.dim() == 4 else mirrored)) / 2
             meter.update(logits, y, float(loss_fn(logits, y)))
     finally:
         model.train(was_training)

@@ -287,9 +287,7 @@ class Trainer:
             )
             while self.position < n and self.step < self.total_steps:
                 started = time.perf_counter()
-                stop = self._train_step(*self.loader.batch(self.epoch, self.position))
-                self.position += 1
-                self.step += 1
+                stop = self.train_next_batch()
                 self.epoch_sums["seconds"] += time.perf_counter() - started
                 self._mark(f"step {self.step}")
                 bar.update(1)
@@ -309,6 +307,19 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
             self._end_epoch()
         return self._result("finished", f"finished {self.total_steps} steps; run folder {self.out}")
+
+    def train_next_batch(self) -> bool:
+        """One optimizer step on the batch at the current position, which then advances.
+
+        The unit of :meth:`fit` without the work around it (progress bar, checkpoints,
+        callbacks, the end of an epoch); benchmarks time it. The caller starts the next epoch
+        once ``position`` reaches ``steps_per_epoch``. Returns True when some rank got a
+        signal or a stop request.
+        """
+        stop = self._train_step(*self.loader.batch(self.epoch, self.position))
+        self.position += 1
+        self.step += 1
+        return stop
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
         """One SGD step; returns True when some rank got a signal or a stop request."""
@@ -372,6 +383,7 @@ class Trainer:
                     batch_size=cfg.eval_batch_size or cfg.batch_size,
                     amp=cfg.amp,
                     channels_last=cfg.channels_last,
+                    tta_flip=cfg.tta_flip,
                 )
                 self.last_metrics = val
             distributed.barrier(self.dist)
