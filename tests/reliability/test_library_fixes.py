@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from torch import nn
 
 from skiplab.models.pretrained import read_weights_file
@@ -43,6 +44,21 @@ def test_huge_lr_never_checkpoints_non_finite_weights(tmp_path, capsys):
     assert manifests
     for m in manifests:
         assert all(bool(t.isfinite().all()) for t in load_checkpoint(m).weights.values())
+
+
+def test_weights_that_are_finite_but_overflow_their_norm_stop_the_run_and_say_so(tmp_path):
+    # The per-step check is one multi-tensor L2 norm: 1e20 is finite, but its square is not.
+    trainer = Trainer(tiny_config(tmp_path, steps=2), train_data=tiny_data())
+    name, weight = next(iter(trainer.model.named_parameters()))
+    assert trainer._non_finite_tensors().item() == 0
+    for value in (float("nan"), float("inf"), 1e20):
+        with torch.no_grad():
+            weight.view(-1)[0] = value
+        assert trainer._non_finite_tensors().item() == 1, value
+    with pytest.raises(
+        NonFiniteWeights, match=rf"1 tensor\(s\) on rank 0 hold values so large .*{name}"
+    ):
+        trainer.fit()
 
 
 def test_a_module_that_cannot_take_the_data_fails_with_a_value_error(tmp_path):
