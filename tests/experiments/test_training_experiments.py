@@ -213,16 +213,21 @@ def test_ensemble_of_paths_trains_its_own_deeper_residual_net(tmp_path, monkeypa
     monkeypatch.setitem(
         ensemble_paths.BUDGETS,
         "quick",
-        ensemble_paths.PathsBudget(1, 1, 1, 16, ensemble_paths.LesionNet(14, 0.05)),
+        ensemble_paths.PathsBudget(
+            1, 1, 1, 16, ensemble_paths.LesionNet(14, 0.05, DataPlan(48, 24, 12))
+        ),
     )
     settings = Settings(out_dir=tmp_path)
     results = run_one(ensemble_paths.EnsembleOfPaths(), settings).results
-    assert results["nets"]["residual"] == {
-        "depth": 14,
-        "lr": 0.05,
-        "run": "resnet14-lesion-quick-seed0",
-    }
-    assert results["nets"]["plain"] == {"depth": 8, "lr": 0.1, "run": "plain8-quick-seed0"}
+    residual, plain = results["nets"]["residual"], results["nets"]["plain"]
+    assert (residual["depth"], residual["lr"], residual["run"]) == (
+        14,
+        0.05,
+        "resnet14-lesion-quick-seed0",
+    )
+    assert (plain["depth"], plain["lr"], plain["run"]) == (8, 0.1, "plain8-quick-seed0")
+    # Each net is lesioned on the test data of its own plan.
+    assert "subset of 24, 12x12" in residual["data"] and "16x16" in plain["data"]
     assert len(results["residual"]["single"]) == 6 and len(results["plain"]["single"]) == 1
     assert results["paths"]["units"] == 6
     config = json.loads(
@@ -234,7 +239,7 @@ def test_ensemble_of_paths_trains_its_own_deeper_residual_net(tmp_path, monkeypa
         "resnet14-lesion-quick-seed0",
     ]
     section = ensemble_paths.EnsembleOfPaths().section(results, [], [])
-    assert "residual 14 layers (lr 0.05, run `resnet14-lesion-quick-seed0`)" in section
+    assert "residual 14 layers (lr 0.05, run `resnet14-lesion-quick-seed0`, test data" in section
 
 
 def test_ensemble_verdicts_on_made_up_lesions(run_dir):
