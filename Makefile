@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean reliability
 
 $(BIN)/skiplab: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ DEMO_FLAGS ?= --budget quick --data synthetic --jobs $(JOBS) --amp bf16 --channe
 
 demo: venv
 	$(BIN)/skiplab reproduce $(DEMO_FLAGS) --out runs/demo
+
+# The fault-injection suite at its full trial counts; rewrites docs/reliability.{json,md}.
+reliability: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m skiplab.selftest --json docs/reliability.json --docs docs/reliability.md
 
 lint: venv
 	$(BIN)/ruff check src tests
