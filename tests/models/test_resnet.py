@@ -273,12 +273,13 @@ def test_drop_path_rate_rises_linearly_and_only_acts_in_training():
     assert (a - b).abs().max() > 0
 
 
-def test_grad_checkpointing_gives_identical_gradients_and_bn_statistics():
+@pytest.mark.parametrize("every", [1, 2])  # 2: segments of 2 + 1 units in a 3-unit stage
+def test_grad_checkpointing_gives_identical_gradients_and_bn_statistics(every):
     torch.manual_seed(0)
     plain = create_model("resnet20", drop_path_rate=0.1)
     ckpt = create_model("resnet20", drop_path_rate=0.1)
     ckpt.load_state_dict(plain.state_dict())
-    ckpt.set_grad_checkpointing(True)
+    ckpt.set_grad_checkpointing(True, every=every)
     x = torch.randn(4, 3, 32, 32)
     for model in (plain, ckpt):
         torch.manual_seed(3)
@@ -287,6 +288,8 @@ def test_grad_checkpointing_gives_identical_gradients_and_bn_statistics():
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-6, msg=name)
     for (name, a), b in zip(plain.state_dict().items(), ckpt.state_dict().values(), strict=True):
         assert torch.equal(a, b), f"BatchNorm buffer {name} changed differently"
+    with pytest.raises(ValueError, match="every must be a positive integer; got 0"):
+        ckpt.set_grad_checkpointing(True, every=0)
 
 
 # -- registry and validation ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 On the CPU every measurement runs in a fresh child process, so that peaks do not mix: the
 child builds what it measures, reads its resident set size (VmRSS) as the baseline, runs the
 steps, and reports the peak resident set size (VmHWM) from ``/proc/self/status`` (Linux) as
-one JSON line. ``benchmarks/densenet_memory.py`` uses the same two functions.
+one JSON line. ``benchmarks/training_memory.py`` uses the same two functions.
 
 Child entry point (used by :func:`child_peak`)::
 

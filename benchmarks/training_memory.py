@@ -1,4 +1,5 @@
-"""Peak memory of one DenseNet training step on CPU: default vs ``memory_efficient=True``.
+"""Peak memory of one training step on CPU: default vs ``memory_efficient=True`` (DenseNet)
+vs activation checkpointing (any model with ``set_grad_checkpointing``).
 
 Every configuration runs in its own child process, so that peaks do not mix: the child builds
 the model, reads its resident set size (VmRSS) as the baseline, runs one forward + backward pass
@@ -8,8 +9,10 @@ in train mode on a random batch, and reports the peak resident set size (VmHWM) 
 
 Usage (from the project root):
 
-    python benchmarks/densenet_memory.py                       # densenet_bc100_k12, batch 64
-    python benchmarks/densenet_memory.py --batch-size 32 --threads 2
+    python benchmarks/training_memory.py                       # densenet_bc100_k12, batch 64
+    python benchmarks/training_memory.py --batch-size 32 --threads 2
+    python benchmarks/training_memory.py --model preact_resnet1001 --batch-size 128 \
+        --configs grad_checkpointing --checkpoint-every 10
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ def _proc_status_kib(field: str) -> int:
         raise SystemExit(str(exc)) from None
 
 
-def run_child(config: str, model_name: str, batch_size: int, size: int, threads: int) -> None:
+def run_child(
+    config: str, model_name: str, batch_size: int, size: int, threads: int, every: int
+) -> None:
     """Measure one configuration in this process and print one JSON line."""
     import torch
 
@@ -46,7 +51,10 @@ def run_child(config: str, model_name: str, batch_size: int, size: int, threads:
     torch.manual_seed(0)
     overrides, grad_ckpt = CONFIGS[config]
     model = create_model(model_name, **overrides).train()
-    model.set_grad_checkpointing(grad_ckpt)
+    if every == 1:
+        model.set_grad_checkpointing(grad_ckpt)
+    else:  # segments of `every` units (the ResNets)
+        model.set_grad_checkpointing(grad_ckpt, every=every)
     x = torch.randn(batch_size, 3, size, size)
     target = torch.randint(0, model.num_classes, (batch_size,))
     baseline = _proc_status_kib("VmRSS")
@@ -76,10 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32, help="input height and width")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        help="grad_checkpointing: units per checkpointed segment (ResNets)",
+    )
     parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        run_child(args.child, args.model, args.batch_size, args.size, args.threads)
+        run_child(
+            args.child, args.model, args.batch_size, args.size, args.threads, args.checkpoint_every
+        )
         return 0
 
     results = []
@@ -97,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.size),
             "--threads",
             str(args.threads),
+            "--checkpoint-every",
+            str(args.checkpoint_every),
         ]
         try:
             results.append(run_json_child(cmd))
@@ -106,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{args.model}, batch {args.batch_size}, input 3x{args.size}x{args.size}, "
-        f"{args.threads} thread(s), one forward + backward in train mode (CPU)"
+        f"{args.threads} thread(s), one forward + backward in train mode (CPU); "
+        f"checkpoint segments of {args.checkpoint_every} unit(s)"
     )
     print(
         f"{'config':<20} {'baseline MiB':>12} {'peak MiB':>10} {'step MiB':>10} "
