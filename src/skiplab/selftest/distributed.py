@@ -151,7 +151,11 @@ def sigterm_trial(work: Path) -> str:
     ended = time.monotonic()
     _finish_checks(proc, lines, fired, pids, ended)
     results = {r.split()[1]: r.split()[2:] for r in lines if r.startswith("RESULT ")}
-    check(set(results) == {"0", "1"}, f"not every rank reported its stop: {lines[-8:]}")
+    reports = [line for line in lines if line.startswith(("RESULT", "STEP"))][-6:]
+    check(
+        set(results) == {"0", "1"},
+        f"not every rank reported its stop: {reports} {lines[-8:]}",
+    )
     steps = {rank: int(step) for rank, (status, step) in results.items()}
     check(all(s == "stopped" for s, _ in results.values()), f"ranks ended {results}")
     check(len(set(steps.values())) == 1, f"ranks stopped at different steps: {steps}")

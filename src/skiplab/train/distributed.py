@@ -140,11 +140,31 @@ def teardown(owns_group: bool) -> None:
 _PROGRESS_KEY = "skiplab/progress/{}"
 
 
+_store_warned = False
+
+
 def mark_progress(info: DistInfo, where: str) -> None:
     """Record in the job's store where this rank is (e.g. "step 12"), for :class:`RankFailure`
-    messages of the other ranks (a no-op in a world of one)."""
-    if info.enabled:
+    messages of the other ranks (a no-op in a world of one).
+
+    The record is diagnostic only: when the store cannot be reached (``torchrun`` hosts it and
+    closes it while a SIGTERM stops the job, as the ranks write their last checkpoint) this
+    says so once on stderr and training goes on.
+    """
+    global _store_warned
+    if not info.enabled:
+        return
+    try:
         dist.distributed_c10d._get_default_store().set(_PROGRESS_KEY.format(info.rank), where)
+    except (RuntimeError, OSError, ValueError) as exc:
+        if not _store_warned:
+            _store_warned = True
+            print(
+                f"skiplab: rank {info.rank}: could not record progress in the job's store "
+                f"({type(exc).__name__}: {exc}); failure messages will lack it",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _progress_of_others(info: DistInfo) -> str:
