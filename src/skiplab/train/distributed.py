@@ -133,8 +133,21 @@ def setup(device_name: str, timeout: float | None = None) -> tuple[DistInfo, tor
 
 
 def teardown(owns_group: bool) -> None:
+    """Destroy the process group this process created.
+
+    Runs in the trainer's ``finally``: an error here (a peer that already closed its side)
+    is reported on stderr rather than raised, so that it neither replaces the exception that
+    is ending the run nor turns a finished or cleanly stopped run into a crash.
+    """
     if owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.destroy_process_group()
+        except (RuntimeError, OSError) as exc:
+            print(
+                f"skiplab: destroying the process group failed ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 _PROGRESS_KEY = "skiplab/progress/{}"
