@@ -380,3 +380,23 @@ def test_torch_export_matches_eager(name, size):
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet50", "preact_resnet18", "plain20"])
+def test_inference_without_autograd_computes_what_autograd_mode_computes(name):
+    # Without autograd the units add the shortcut in place and forward_features keeps no
+    # intermediate maps; the result must be the same numbers.
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    size = 64 if name in ("resnet50", "preact_resnet18") else 32
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        quick = model(x)
+    with torch.enable_grad():
+        tracked = model(x.requires_grad_())
+    assert torch.equal(quick, tracked.detach())
+    with torch.no_grad():
+        last = model.forward_intermediates(x)[-1]
+        if model.cfg.preact:  # stage outputs come before the final BN-ReLU
+            last = model.final_act(model.norm(last))
+        assert torch.equal(model.forward_features(x), last)

@@ -252,19 +252,31 @@ class ResNet(SkipNet):
 
         Stage outputs of a pre-activation net are taken before the final BN-ReLU.
         """
+        outs: list[torch.Tensor] = []
+        self._trunk(x, outs)
+        return outs
+
+    def _trunk(self, x: torch.Tensor, outs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Stem and stages; appends the stem's and every stage's output to ``outs`` when given.
+
+        forward_features passes no list: holding every stage's output until the end kept
+        activation-sized buffers from being reused and made inference measurably slower.
+        """
         self.check_input(x)
         x = self._stem(x)
-        outs = [x]
+        if outs is not None:
+            outs.append(x)
         if self.cfg.stem == "imagenet":
             x = self.maxpool(x)
         for name in self.stage_names:
             x = self._stage(name, x)
-            outs.append(x)
-        return outs
+            if outs is not None:
+                outs.append(x)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) image -> last feature map, (N, num_features, H/32, W/32) on ImageNet."""
-        x = self.forward_intermediates(x)[-1]
+        x = self._trunk(x)
         if self.cfg.preact:
             x = self.final_act(self.norm(x))
         return x

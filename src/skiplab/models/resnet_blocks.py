@@ -111,6 +111,16 @@ class _ResidualUnit(nn.Module):
         (Veit et al. 2016 lesion)."""
         return x if self.downsample is None else self.downsample(x)
 
+    def _add_skip(self, branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """F(x) + shortcut(x). Without autograd (inference) the sum is written into the branch
+        output, which nothing else reads, as torchvision's ``out += identity`` does: one
+        activation-sized allocation less per unit. With autograd it is a new tensor, so that
+        hooks that kept the branch output see it unchanged."""
+        branch = self.drop_path(branch)
+        if torch.is_grad_enabled():
+            return branch + self.skip(x)
+        return branch.add_(self.skip(x))
+
 
 class BasicBlock(_ResidualUnit):
     """Two 3x3 convolutions; ReLU after the addition (paper Fig. 2, Table 1 18/34 layers)."""
@@ -151,7 +161,7 @@ class BasicBlock(_ResidualUnit):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
-            out = self.drop_path(out) + self.skip(x)
+            out = self._add_skip(out, x)
         return self.relu(out)
 
     def zero_init_last(self) -> None:
@@ -205,7 +215,7 @@ class Bottleneck(_ResidualUnit):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
-            out = self.drop_path(out) + self.skip(x)
+            out = self._add_skip(out, x)
         return self.relu(out)
 
     def zero_init_last(self) -> None:
