@@ -28,9 +28,9 @@ import torch
 import skiplab.fileio
 from skiplab.selftest.common import (
     FaultResult,
-    TrialFailed,
     check,
     command_for,
+    error_message,
     run_trials,
     sha256_tree,
     tiny_config,
@@ -215,12 +215,9 @@ def damage_trial(base: Path, work: Path, damage: str, role: str) -> str:
         "manifest": newest,
     }[role]
     target.write_bytes(DAMAGES[damage](target.read_bytes()))
-    try:
-        load_checkpoint(newest)
-    except InvalidCheckpoint as exc:
-        message = str(exc)
-    else:
-        raise TrialFailed("the damaged checkpoint loaded")
+    message = error_message(
+        lambda: load_checkpoint(newest), InvalidCheckpoint, "the damaged checkpoint loaded"
+    )
     check(str(target) in message or str(newest) in message, f"error names no file: {message}")
     check(any(r in message for r in REASONS), f"error gives no reason: {message}")
     log, result = _resume(out)
@@ -236,12 +233,9 @@ def all_damaged_trial(base: Path, work: Path) -> str:
     shutil.copytree(base, out)
     for p in (out / "checkpoints").glob("*.safetensors"):
         p.write_bytes(b"")
-    try:
-        _resume(out)
-    except ValueError as exc:
-        message = str(exc)
-    else:
-        raise TrialFailed("resume started although every checkpoint is damaged")
+    message = error_message(
+        lambda: _resume(out), ValueError, "resume started although every checkpoint is damaged"
+    )
     check("no valid checkpoint in" in message, f"unexpected error: {message}")
     check(not list_checkpoints(out / "checkpoints"), "a new checkpoint was written")
     return "refused: " + message.replace(str(work), "...")[:120]

@@ -48,6 +48,20 @@ def check(condition: bool, reason: str) -> None:
         raise TrialFailed(reason)
 
 
+def error_message(
+    call: Callable[[], object],
+    errors: type[Exception] | tuple[type[Exception], ...],
+    accepted: str,
+) -> str:
+    """The message of the error (one of ``errors``) that ``call`` must raise; the trial fails
+    with ``accepted`` when it raises none."""
+    try:
+        call()
+    except errors as exc:
+        return str(exc)
+    raise TrialFailed(accepted)
+
+
 @dataclass
 class FaultResult:
     """The outcome of one fault family.

@@ -29,9 +29,9 @@ import torch
 from skiplab.selftest.common import (
     FaultResult,
     Payload,
-    TrialFailed,
     check,
     command_for,
+    error_message,
     run_trials,
     tiny_config,
     tiny_data,
@@ -67,12 +67,9 @@ def control(data: bytes, kind: str, sentinel: Path) -> None:
 
 
 def _refused(call: Callable[[], object], *words: str) -> str:
-    try:
-        call()
-    except (ValueError, FileNotFoundError) as exc:
-        message = str(exc)
-    else:
-        raise TrialFailed("the malicious file was loaded without an error")
+    message = error_message(
+        call, (ValueError, FileNotFoundError), "the malicious file was loaded without an error"
+    )
     for w in words:
         check(w in message, f"the error does not say {w!r}: {message}")
     return message

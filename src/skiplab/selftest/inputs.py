@@ -18,9 +18,9 @@ from torch import nn
 
 from skiplab.selftest.common import (
     FaultResult,
-    TrialFailed,
     check,
     command_for,
+    error_message,
     run_trials,
     tiny_config,
     tiny_data,
@@ -77,13 +77,12 @@ class Trials:
         values = {"steps": 2, "checkpoint_every": 1, **cfg}
         if module is not None:
             values.update(model=None, model_args={})
-        try:
+
+        def start() -> None:
             train = make() if make is not None else None
             Trainer(tiny_config(out, **values), model=module, train_data=train)
-        except ValueError as exc:
-            message = str(exc)
-        else:
-            raise TrialFailed("no error: the bad input was accepted")
+
+        message = error_message(start, ValueError, "no error: the bad input was accepted")
         for w in words:
             check(w in message, f"the error does not say {w!r}: {message}")
         check(not (out / "checkpoints").exists(), "a checkpoint folder was written")

@@ -20,9 +20,9 @@ from torch import nn
 
 from skiplab.selftest.common import (
     FaultResult,
-    TrialFailed,
     check,
     command_for,
+    error_message,
     run_trials,
     sha256_tree,
     tiny_config,
@@ -75,13 +75,10 @@ def trial(work: Path, name: str, nan_at: int | None, every: int, **cfg) -> str:
     trainer = Trainer(
         tiny_config(out, **values), model=module, train_data=tiny_data(), callbacks=[watch]
     )
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            trainer.fit()
-    except NonFiniteLoss as exc:
-        message = str(exc)
-    else:
-        raise TrialFailed("training finished without a non-finite error")
+    with contextlib.redirect_stdout(io.StringIO()):
+        message = error_message(
+            trainer.fit, NonFiniteLoss, "training finished without a non-finite error"
+        )
     stopped = trainer.step  # updates done when it stopped
     check("non-finite" in message and "last checkpoint is" in message, f"message: {message}")
     if nan_at is not None:
