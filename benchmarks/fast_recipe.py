@@ -27,6 +27,7 @@ import torch
 
 from skiplab.data import load_dataset
 from skiplab.train import TrainConfig, Trainer
+from skiplab.train.commands import _key_value
 from skiplab.train.config import resolve_config
 
 
@@ -38,14 +39,6 @@ def time_to_target(curve: list[dict], target: float) -> tuple[float | None, int 
         if "val_error" in row and 1 - row["val_error"] >= target:
             return seconds, int(round(row["epoch"]))
     return None, None
-
-
-def _value(text: str):
-    key, _, raw = text.partition("=")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set",
         action="append",
         default=[],
-        type=_value,
+        type=_key_value,
         metavar="KEY=VALUE",
         help="TrainConfig override on top of the fast recipe (repeatable)",
     )

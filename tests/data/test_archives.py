@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import stat
 import tarfile
 import zipfile
@@ -12,35 +11,10 @@ import pytest
 
 from skiplab.data import safe_extract
 from skiplab.data.archives import validate_tar, validate_zip
+from skiplab.selftest.archives import tar_info as _info
+from skiplab.selftest.archives import write_tar as _tar
+from skiplab.selftest.archives import write_zip as _zip
 from tests.data._fixtures import add_tar_member, snapshot
-
-
-def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
-    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tf:
-        for info, data in members:
-            if info.isreg():
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-            else:
-                tf.addfile(info)
-    return path
-
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    return info
-
-
-def _zip(path: Path, members: list[tuple[str, bytes, int]]) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data, mode in members:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = mode << 16
-            zf.writestr(info, data)
-    return path
 
 
 @pytest.fixture

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.train.conftest import _one_thread  # noqa: F401 (the same autouse fixture)
 
 
 def assert_all_passed(result) -> None:

@@ -31,7 +31,7 @@ def test_hostile_archives_are_refused_before_writing(tmp_path):
 def test_harness_detects_an_accepted_archive(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("x")
-    benign = [(archives._info("train/c0/0.png"), b"x")]
+    benign = [(archives.tar_info("train/c0/0.png"), b"x")]
     with pytest.raises(TrialFailed, match="safe_extract accepted the archive"):
         archives.trial(tmp_path, "benign", "tar", benign, "train/c0/0.png", outside)
 

@@ -9,26 +9,13 @@ from pathlib import Path
 import torch
 
 from skiplab.data import ArrayDataset
+from skiplab.selftest.common import tiny_data as tiny_classification  # noqa: F401 (re-export)
 from skiplab.train import TrainConfig, resolve_config
 
 # resnet20 with one unit per stage (8 layers): the smallest registered net, in milliseconds.
 TINY_MODEL = {"model": "resnet20", "model_args": {"layers": [1, 1, 1]}}
 # Subprocesses: one thread each (several CPU-bound test processes share two cores).
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def tiny_classification(
-    n: int = 24, size: int = 16, classes: int = 4, seed: int = 0
-) -> ArrayDataset:
-    """Random uint8 images whose class is written into their mean brightness (learnable)."""
-    g = torch.Generator().manual_seed(seed)
-    targets = torch.arange(n) % classes
-    images = torch.randint(0, 128, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    images = (images + (targets * (127 // classes)).to(torch.uint8).view(n, 1, 1, 1)).contiguous()
-    names = tuple(f"c{k}" for k in range(classes))
-    return ArrayDataset(
-        images, targets, names, "classification", (0.5,) * 3, (0.25,) * 3, f"tiny seed={seed}"
-    )
 
 
 def tiny_segmentation(n: int = 8, size: int = 16, seed: int = 0) -> ArrayDataset:

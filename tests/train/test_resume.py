@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from skiplab.selftest.nonfinite import NaNAt
 from skiplab.train import NonFiniteLoss, Trainer, load_checkpoint, load_latest
 from tests.train.helpers import sha256_tree, tiny_classification, tiny_config, tiny_segmentation
 
@@ -105,26 +106,10 @@ def test_fresh_run_refuses_a_folder_with_checkpoints(tmp_path, data, uninterrupt
         Trainer(other, train_data=data[0], val_data=data[1], resume=True).fit()
 
 
-class NaNAfter(nn.Module):
-    """Wraps a net; its ``k``-th training forward returns NaN (an injected divergence)."""
-
-    def __init__(self, net: nn.Module, k: int) -> None:
-        super().__init__()
-        self.net, self.k, self.calls = net, k, 0
-
-    def forward(self, x):
-        out = self.net(x)
-        if self.training:
-            self.calls += 1
-            if self.calls == self.k:
-                out = out * float("nan")
-        return out
-
-
 def test_nan_loss_stops_without_touching_checkpoints(tmp_path, data):
     from skiplab import create_model
 
-    net = NaNAfter(create_model("resnet20", layers=[1, 1, 1], num_classes=4), k=5)
+    net = NaNAt(create_model("resnet20", layers=[1, 1, 1], num_classes=4), k=5)
     cfg = tiny_config(
         tmp_path, model=None, model_args={}, steps=8, checkpoint_every=1, keep_checkpoints=10
     )

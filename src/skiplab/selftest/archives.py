@@ -25,14 +25,17 @@ from skiplab.selftest.common import (
 TITLE = "archive members ../x, /abs/x, escaping/self links, hard links, device, FIFO, zip ../x"
 
 
-def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+def tar_info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    """A tar member header of type ``kind`` (mode 755 for folders, 644 otherwise)."""
     info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode = kind, linkname, 0o644
+    info.type, info.linkname = kind, linkname
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
     return info
 
 
-def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tf:
+def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    """Write ``members`` (header, bytes) as they are, unchecked (gzip for a ``.gz`` name)."""
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tf:
         for info, data in members:
             if info.isreg():
                 info.size = len(data)
@@ -42,7 +45,8 @@ def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
     return path
 
 
-def _zip(path: Path, members: list[tuple[str, bytes, int]]) -> Path:
+def write_zip(path: Path, members: list[tuple[str, bytes, int]]) -> Path:
+    """Write ``members`` (name, bytes, st_mode) as they are, unchecked."""
     with zipfile.ZipFile(path, "w") as zf:
         for name, data, mode in members:
             info = zipfile.ZipInfo(name)
@@ -53,27 +57,27 @@ def _zip(path: Path, members: list[tuple[str, bytes, int]]) -> Path:
 
 def cases(outside: Path) -> dict[str, tuple[str, list, str]]:
     """name -> (kind, members, the member the error must name)."""
-    ok = (_info("train/c0/0.png"), b"x")
+    ok = (tar_info("train/c0/0.png"), b"x")
     zok = ("ok.txt", b"x", 0o100644)
     o = str(outside)
     return {
-        "member ../x": ("tar", [ok, (_info("../x"), b"evil")], "../x"),
-        "member a/../../x": ("tar", [ok, (_info("a/../../x"), b"evil")], "a/../../x"),
-        "member /abs/x": ("tar", [ok, (_info(o), b"evil")], o),
+        "member ../x": ("tar", [ok, (tar_info("../x"), b"evil")], "../x"),
+        "member a/../../x": ("tar", [ok, (tar_info("a/../../x"), b"evil")], "a/../../x"),
+        "member /abs/x": ("tar", [ok, (tar_info(o), b"evil")], o),
         "symlink outside, then a member through it": (
             "tar",
-            [(_info("link", tarfile.SYMTYPE, str(outside.parent)), b""),
-             (_info(f"link/{outside.name}"), b"evil")],
+            [(tar_info("link", tarfile.SYMTYPE, str(outside.parent)), b""),
+             (tar_info(f"link/{outside.name}"), b"evil")],
             "link",
         ),
         "hard link to an outside path": (
-            "tar", [ok, (_info("hard", tarfile.LNKTYPE, o), b"")], "hard"),
+            "tar", [ok, (tar_info("hard", tarfile.LNKTYPE, o), b"")], "hard"),
         "symlink to the destination itself": (
-            "tar", [ok, (_info("self", tarfile.SYMTYPE, "."), b"")], "self"),
+            "tar", [ok, (tar_info("self", tarfile.SYMTYPE, "."), b"")], "self"),
         "hard link to the destination itself": (
-            "tar", [ok, (_info("selfhard", tarfile.LNKTYPE, "."), b"")], "selfhard"),
-        "character device": ("tar", [ok, (_info("dev", tarfile.CHRTYPE), b"")], "dev"),
-        "FIFO": ("tar", [ok, (_info("fifo", tarfile.FIFOTYPE), b"")], "fifo"),
+            "tar", [ok, (tar_info("selfhard", tarfile.LNKTYPE, "."), b"")], "selfhard"),
+        "character device": ("tar", [ok, (tar_info("dev", tarfile.CHRTYPE), b"")], "dev"),
+        "FIFO": ("tar", [ok, (tar_info("fifo", tarfile.FIFOTYPE), b"")], "fifo"),
         "zip member ../x": ("zip", [zok, ("../x", b"evil", 0o100644)], "../x"),
         "zip member /abs/x": ("zip", [zok, (o, b"evil", 0o100644)], o),
         "zip symlink": ("zip", [("ln", str(outside).encode(), 0o120777)], "ln"),
@@ -93,7 +97,7 @@ def trial(work: Path, name: str, kind: str, members: list, member: str, outside:
     parent.mkdir(parents=True)
     (parent / "keep.txt").write_text("already here")
     archive = case / f"hostile.{'tar' if kind == 'tar' else 'zip'}"
-    (_tar if kind == "tar" else _zip)(archive, members)
+    (write_tar if kind == "tar" else write_zip)(archive, members)
     before, outside_before = _state(parent), outside.read_bytes()
     loaders = [("safe_extract", lambda: safe_extract(archive, parent / "dest"))]
     if kind == "tar":
