@@ -366,25 +366,34 @@ class DenseNet(SkipNet):
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stem output and every dense block's output, in ``feature_info`` order."""
+        outs: list[torch.Tensor] = []
+        self._trunk(x, outs)
+        return outs
+
+    def _trunk(self, x: torch.Tensor, outs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Stem, dense blocks and transitions; appends the stem's and every block's output to
+        ``outs`` when given (forward_features keeps none of them, as in ResNet._trunk)."""
         self.check_input(x)
         f = self.features
         x = f["conv0"](x)
         if self.cfg.stem == "imagenet":
             x = f["relu0"](f["norm0"](x))
-        outs = [x]
+        if outs is not None:
+            outs.append(x)
         if self.cfg.stem == "imagenet":
             x = f["pool0"](x)
         n_blocks = len(self.cfg.block_config)
         for i in range(n_blocks):
             x = self._dense_block(f[f"denseblock{i + 1}"], x)
-            outs.append(x)
+            if outs is not None:
+                outs.append(x)
             if i < n_blocks - 1:
                 x = f[f"transition{i + 1}"](x)
-        return outs
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) image -> final BN-ReLU map, (N, num_features, H/32, W/32) on ImageNet."""
-        x = self.forward_intermediates(x)[-1]
+        x = self._trunk(x)
         return self.final_act(self.features[self.final_norm_name](x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
