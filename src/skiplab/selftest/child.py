@@ -14,6 +14,7 @@ exception, or a hang (a sleep that never ends).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -21,6 +22,17 @@ import torch
 
 from skiplab.selftest.common import tiny_config, tiny_data
 from skiplab.train import Trainer
+
+
+def say(line: str) -> None:
+    """Print one line with a single ``write`` to fd 1, so ranks sharing a pipe never interleave.
+
+    ``print`` writes the text and its newline separately when stdout is unbuffered
+    (``PYTHONUNBUFFERED=1``, common in CI), and two ranks then produce ``STEP 0 3 ..STEP 1 3 ..``
+    on one line. A pipe write of at most ``PIPE_BUF`` (4096) bytes is atomic (POSIX).
+    """
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,17 +56,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(trainer: Trainer) -> None:
         rank = trainer.dist.rank
-        print(f"STEP {rank} {trainer.step} {trainer.last_loss!r}", flush=True)
+        say(f"STEP {rank} {trainer.step} {trainer.last_loss!r}")
         if rank == args.fail_rank and trainer.step == args.fail_step:
             if args.fail_mode == "raise":
                 raise RuntimeError(f"injected failure on rank {rank} at step {trainer.step}")
-            print(f"HANG {rank} {trainer.step}", flush=True)
+            say(f"HANG {rank} {trainer.step}")
             while True:
                 time.sleep(3600)
 
     trainer = Trainer(cfg, train_data=tiny_data(), callbacks=[report], resume=args.resume)
     result = trainer.fit()
-    print(f"RESULT {trainer.dist.rank} {result.status} {result.step}", flush=True)
+    say(f"RESULT {trainer.dist.rank} {result.status} {result.step}")
     if result.status == "stopped":
         return 128 + result.signal if result.signal else 1
     return 0

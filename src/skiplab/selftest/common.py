@@ -35,7 +35,14 @@ TINY_SETTINGS = {
     "label_smoothing": 0.1,
 }
 # Child processes: one thread each (the harness runs on small shared machines).
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# PYTHONUNBUFFERED=1 is the worst case for output shared between ranks (every print becomes
+# separate writes): the children must report in whole lines even then.
+CHILD_ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 class TrialFailed(AssertionError):

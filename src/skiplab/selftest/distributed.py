@@ -3,14 +3,16 @@
 The job is ``torchrun --nproc-per-node=2 -m skiplab.selftest.child`` with ``--dist-timeout``.
 One rank raises at step 3; one rank hangs (sleeps forever) after step 3; or the job (the
 ``torchrun`` process) gets SIGTERM. Passing means: the job exits non-zero within the timeout
-plus 30 s of the fault, no process of the job is left alive, and the log names the failing
-rank; after SIGTERM, every rank checkpoints and stops at the same step (the checkpoint's).
+plus 30 s of the fault, no process of the job is left alive, every report line is whole (the
+ranks share one pipe), and the log names the failing rank; after SIGTERM, every rank
+checkpoints and stops at the same step (the checkpoint's).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -106,6 +108,8 @@ def with_suppress_kill(pid: int) -> None:
 
 
 def _finish_checks(proc, lines, fired, pids, ended: float) -> None:
+    torn = [line for line in lines if len(re.findall(r"(?:STEP|RESULT|HANG) \d", line)) > 1]
+    check(not torn, f"ranks' reports share a line (interleaved writes): {torn[:3]}")
     check(proc.returncode != 0, f"the job exited 0: {lines[-5:]}")
     check(not math.isnan(fired), f"the fault never happened: {lines[-8:]}")
     took = ended - fired
