@@ -40,6 +40,7 @@ def test_run_bench_tiny_gives_well_formed_results_and_ratios():
     assert record["machine"]["torch"] == torch.__version__
     assert record["config"]["fast"] == {
         "channels_last": True, "amp": "bf16", "compile": False, "fuse_bn": True,
+        "compile_mode": "default",
     }  # fmt: skip
     assert [(r["model"], r["mode"], r["batch"]) for r in record["results"]] == [
         ("resnet20", "train", 4),
@@ -97,6 +98,20 @@ def test_cli_writes_json_and_prints_the_table(tmp_path, capsys):
 def test_config_errors_name_what_was_given(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BenchConfig(**kwargs)
+
+
+def test_compile_mode_is_named_and_shared_with_a_fast_reference():
+    fast = FastPath(channels_last=True, compile=True, compile_mode="reduce-overhead", fuse_bn=True)
+    assert fast.describe() == "channels_last, compile(reduce-overhead), fuse_bn, fp32"
+    cfg = BenchConfig(fast=fast, reference_fast=True)
+    ref = cfg.side_options("reference", "infer")
+    assert (ref.compile, ref.compile_mode, ref.fuse_bn) == (True, "reduce-overhead", False)
+    assert cfg.side_options("skiplab", "train").fuse_bn is False  # folding is inference only
+    assert BenchConfig(fast=fast).side_options("reference", "train") == FastPath()
+    with pytest.raises(ValueError, match="compile_mode 'max-autotune' needs compile=True"):
+        FastPath(compile_mode="max-autotune")
+    with pytest.raises(ValueError, match="compile_mode must be one of .*got 'turbo'"):
+        FastPath(compile=True, compile_mode="turbo")
 
 
 def test_cli_refuses_unknown_model_before_measuring(capsys):

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from skiplab.bench.config import AMPS, MODES, BenchConfig, FastPath
+from skiplab.train.config import COMPILE_MODES
 
 
 def add_bench_command(sub) -> None:
@@ -44,11 +45,17 @@ def add_bench_command(sub) -> None:
     p.add_argument("--channels-last", action="store_true", help="skiplab side: channels_last")
     p.add_argument("--amp", choices=AMPS, default="none", help="skiplab side: autocast dtype")
     p.add_argument("--compile", action="store_true", help="skiplab side: torch.compile")
+    p.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="torch.compile mode with --compile (reduce-overhead: CUDA graphs on a GPU)",
+    )
     p.add_argument("--fuse-bn", action="store_true", help="skiplab inference: fold Conv->BN")
     p.add_argument(
         "--reference-fast",
         action="store_true",
-        help="apply --channels-last/--amp/--compile to the reference as well",
+        help="apply --channels-last/--amp/--compile(-mode) to the reference as well",
     )
     p.add_argument("--num-images", type=int, default=d.num_images, help="training images")
     p.add_argument("--ref-workers", type=int, default=d.ref_workers, help="DataLoader workers")
@@ -74,7 +81,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         steps=args.steps,
         warmup=args.warmup,
         threads=args.threads,
-        fast=FastPath(args.channels_last, args.amp, args.compile, args.fuse_bn),
+        fast=FastPath(args.channels_last, args.amp, args.compile, args.fuse_bn, args.compile_mode),
         reference_fast=args.reference_fast,
         num_images=args.num_images,
         ref_workers=args.ref_workers,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+from skiplab.train.config import COMPILE_MODES
 
 MODES = ("train", "infer")
 AMPS = ("none", "bf16", "fp16")
@@ -17,6 +19,8 @@ class FastPath:
         channels_last: Model and inputs in channels-last memory format.
         amp: Autocast dtype: "none", "bf16", or "fp16" (CUDA only; training adds a GradScaler).
         compile: ``torch.compile`` the network (training and inference).
+        compile_mode: Its mode (``skiplab.train.config.COMPILE_MODES``); "reduce-overhead"
+            replays CUDA graphs on a GPU.
         fuse_bn: Inference only: fold Conv->BN pairs first (:func:`skiplab.fuse.fuse_bn`).
     """
 
@@ -24,13 +28,22 @@ class FastPath:
     amp: str = "none"
     compile: bool = False
     fuse_bn: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         if self.amp not in AMPS:
             raise ValueError(f"amp must be one of {list(AMPS)}; got {self.amp!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode must be one of {list(COMPILE_MODES)}; got {self.compile_mode!r}"
+            )
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(f"compile_mode {self.compile_mode!r} needs compile=True")
 
     def describe(self) -> str:
         on = [n for n in ("channels_last", "compile", "fuse_bn") if getattr(self, n)]
+        if self.compile and self.compile_mode != "default":
+            on[on.index("compile")] = f"compile({self.compile_mode})"
         return ", ".join([*on, self.amp if self.amp != "none" else "fp32"])
 
 
@@ -96,11 +109,11 @@ class BenchConfig:
         if side == "skiplab":
             fast = self.fast
         elif self.reference_fast:
-            fast = FastPath(self.fast.channels_last, self.fast.amp, self.fast.compile, False)
+            fast = replace(self.fast, fuse_bn=False)
         else:
             fast = FastPath()
         if mode == "train" and fast.fuse_bn:
-            fast = FastPath(fast.channels_last, fast.amp, fast.compile, False)
+            fast = replace(fast, fuse_bn=False)
         return fast
 
     def to_dict(self) -> dict:

@@ -21,6 +21,7 @@ from skiplab.bench.config import BenchConfig, Case, FastPath
 from skiplab.data import ArrayDataset, make_classification
 from skiplab.registry import create_model, get_model_entry
 from skiplab.train.evaluate import autocast
+from skiplab.train.runtime import begin_compiled_step, compile_network
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # TrainConfig's defaults, on both sides
 
@@ -72,6 +73,7 @@ def _skiplab_train(cfg: BenchConfig, case: Case, fast: FastPath, data: ArrayData
         model=case.model, data="bench", out=folder.name, val_split="none", seed=cfg.seed,
         steps=10**9, batch_size=case.batch, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
         amp=fast.amp, channels_last=fast.channels_last, compile=fast.compile,
+        compile_mode=fast.compile_mode,
         device=cfg.device, progress="off", warmup="none",
     )  # fmt: skip
     trainer = Trainer(tcfg, train_data=data)
@@ -95,7 +97,7 @@ def _reference_train(
     model, what = reference_model(case.model, len(data.classes))
     fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt).train()
-    net = torch.compile(model) if fast.compile else model
+    net = compile_network(model, fast.compile_mode) if fast.compile else model
     optimizer = torch.optim.SGD(
         model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
     )
@@ -110,6 +112,8 @@ def _reference_train(
             state["it"] = iter(loader)
             x, y = next(state["it"])
         x, y = x.to(device, memory_format=fmt), y.to(device)
+        if fast.compile:
+            begin_compiled_step(fast.compile_mode)
         with autocast(device, fast.amp):
             out = net(x)
         loss = F.cross_entropy(out, y)
@@ -143,12 +147,14 @@ def _infer(cfg: BenchConfig, case: Case, side: str, fast: FastPath, device) -> R
         model, what = reference_model(case.model, num_classes)
     fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
     model = model.eval().to(device, memory_format=fmt)
-    net = torch.compile(model) if fast.compile else model
+    net = compile_network(model, fast.compile_mode) if fast.compile else model
     x = torch.randn(case.batch, *entry.input_size, generator=torch.Generator().manual_seed(0))
     x = x.to(device).contiguous(memory_format=fmt)
     grad_off = torch.inference_mode if side == "skiplab" else torch.no_grad
 
     def step() -> None:
+        if fast.compile:
+            begin_compiled_step(fast.compile_mode)
         with grad_off(), autocast(device, fast.amp):
             net(x)
 

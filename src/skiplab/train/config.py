@@ -29,6 +29,7 @@ SCHEDULES = ("step", "cosine", "onecycle")
 WARMUPS = ("auto", "error", "linear", "none")
 LOSSES = ("auto", "ce", "dice", "ce+dice")
 AMPS = ("none", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Each recipe is a row of overrides on top of the dataclass defaults (which are the paper's).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -108,6 +109,9 @@ class TrainConfig:
         crop_size: Segmentation training crop (None: full image).
         amp: "none", "bf16" or "fp16" (fp16 needs CUDA and uses a GradScaler).
         channels_last, compile: Memory format and ``torch.compile``.
+        compile_mode: ``torch.compile`` mode with ``compile``: "default", "reduce-overhead"
+            (CUDA graphs: for small nets that are launch-bound on a GPU), "max-autotune" or
+            "max-autotune-no-cudagraphs".
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         eval_every: Evaluate every N epochs (0: only at the end).
         checkpoint_every: Also checkpoint every N steps (0: at epoch ends and at the end only).
@@ -155,6 +159,7 @@ class TrainConfig:
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
     device: str = "auto"
     eval_every: int = 1
     checkpoint_every: int = 0
@@ -172,6 +177,12 @@ class TrainConfig:
         _choice("warmup", self.warmup, WARMUPS)
         _choice("loss", self.loss, LOSSES)
         _choice("amp", self.amp, AMPS)
+        _choice("compile_mode", self.compile_mode, COMPILE_MODES)
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(
+                f"compile_mode {self.compile_mode!r} needs compile=True (--compile); "
+                "got compile=False"
+            )
         _choice("progress", self.progress, ("auto", "on", "off"))
         if self.epochs is not None and self.steps is not None:
             raise ValueError(

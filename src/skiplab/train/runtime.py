@@ -1,4 +1,5 @@
-"""Process state the trainer saves and reacts to: random-number generators and stop signals."""
+"""Process state the trainer saves and reacts to (random-number generators, stop signals), and
+how it compiles the network."""
 
 from __future__ import annotations
 
@@ -10,7 +11,30 @@ from contextlib import contextmanager
 
 import torch
 
+from skiplab.train.config import COMPILE_MODES
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The torch.compile modes that replay CUDA graphs on a GPU (one launch for the whole forward, one
+# for the backward): what the small CIFAR nets need, as they are launch-bound at batch 128. On
+# a CPU no graphs are recorded.
+_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def compile_network(net: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``torch.compile(net, mode=mode)``; ``mode`` is one of COMPILE_MODES."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {list(COMPILE_MODES)}; got {mode!r}")
+    return torch.compile(net, mode=mode)
+
+
+def begin_compiled_step(mode: str) -> None:
+    """Tell torch that a new training step starts, under a mode that records CUDA graphs.
+
+    Without it the graphs' output buffers of the previous step may still count as in use, and
+    torch re-records graphs instead of replaying them. No-op for the other modes and on a CPU.
+    """
+    if mode in _GRAPH_MODES:
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def capture_rng(device: torch.device) -> dict:

@@ -153,7 +153,8 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = DistributedDataParallel(self.model, device_ids=ids)
-        self.net = torch.compile(net) if cfg.compile else net  # self.model stays the plain one
+        # self.model stays the plain module (evaluation, checkpoints); self.net trains.
+        self.net = runtime.compile_network(net, cfg.compile_mode) if cfg.compile else net
 
         self.loss_fn = Loss(cfg.loss, self.task, cfg.label_smoothing)
         self.loader = DeviceLoader(
@@ -331,17 +332,26 @@ class Trainer:
             group["lr"] = lr
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.cfg.amp):
-            logits = self.net(x)
-        loss = self.loss_fn(logits, y)
-        wrong = (logits.detach().argmax(dim=1) != y).sum()
-        # Summed over ranks: loss, wrong, count, then one flag per stop reason.
+        # Summed over ranks below: loss, wrong, bad, count, then one flag per stop reason. The
+        # host-to-device copy goes first, before the device has this step's work queued.
         flags = [float(self.stop_signal == s) for s in runtime.STOP_SIGNALS]
         flags.append(float(self._stop_requested))
         extra = torch.tensor([float(y.numel()), *flags], device=self.device)
         bad = self._non_finite_tensors()[None].float()  # of the previous step's update
+        if self.cfg.compile:
+            runtime.begin_compiled_step(self.cfg.compile_mode)
+        with autocast(self.device, self.cfg.amp):
+            logits = self.net(x)
+        loss = self.loss_fn(logits, y)
+        wrong = (logits.detach().argmax(dim=1) != y).sum()
         stats = torch.cat([loss.detach().float()[None], wrong.float()[None], bad, extra])
-        loss_sum, wrong, bad, count, *flags = distributed.all_reduce_sum(stats, self.dist).tolist()
+        stats = distributed.all_reduce_sum(stats, self.dist)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        # The one read of device values per step comes after the backward, so that forward and
+        # backward are queued without a wait between them. The weights are still untouched: a
+        # non-finite loss stops the run before the update, as before.
+        loss_sum, wrong, bad, count, *flags = stats.tolist()
         mean_loss = loss_sum / self.dist.world_size
         if bad > 0:
             self._raise_non_finite_weights(f"in step {self.step + 1}, before its update")
@@ -352,8 +362,6 @@ class Trainer:
                 f"stopped before the update, nothing written after step {self.step}; the last "
                 f"checkpoint is {self.last_checkpoint or 'none'}"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.observe(self.step, wrong / count)
