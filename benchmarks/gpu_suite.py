@@ -1,0 +1,387 @@
+"""Every CUDA measurement of the performance issue in one command, sized for a device lease.
+
+    python benchmarks/gpu_suite.py --data-dir .gpu-data/cifar10-jpeg.tar.gz --out $OUT --budget 540
+
+The parts run in order of priority, each a subprocess with its own time limit (cut to what is
+left of ``--budget``); a part that fails or runs out of time is recorded as such and the suite
+goes on:
+
+1. ``gpu-tests``: ``pytest tests/gpu`` (fp16 + GradScaler with resume, CUDA graphs through
+   ``compile_mode="reduce-overhead"``, folding, the harness on CUDA) before anything is timed.
+2. ``resnet56-eager``: ``skiplab train`` ResNet-56, paper settings, eager fp32, two epochs: the
+   baseline of the next part, measured in the same lease.
+3. ``resnet56-paper``: the paper's run (``--recipe paper``: 64k steps of batch 128) with bf16,
+   channels_last and ``compile_mode="reduce-overhead"`` (CUDA graphs), stopped by SIGTERM at its
+   limit unless it finishes; the seconds per step after the first epoch (which holds the
+   compilation) project the whole run.
+4. ``resnet50-train``: ``skiplab bench`` ResNet-50 training at batch 256 with bf16,
+   channels_last and compile on both sides (``--reference-fast``) against torchvision's.
+5. ``fast-recipe``: ``benchmarks/fast_recipe.py``, time to 90.7% test accuracy, two seeds.
+6. ``resnet56-bench``: ``skiplab bench`` ResNet-56 training at batch 128 against the eager
+   DataLoader reference: fp16 + GradScaler + channels_last + compile(reduce-overhead).
+
+Written to ``--out`` (at most 8 files, what a device lease brings back): ``summary.json`` (every
+part's command, status, seconds and parsed numbers; rewritten after each part), the JSON records
+of parts 4-6, the metrics of parts 2-3, and ``suite.log`` (every part's output). The summary is
+printed last. ``--smoke`` runs the same parts on the CPU at a tiny size on synthetic data (no
+compile) to check the script itself (``tests/test_gpu_suite.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_STEPS = 64000
+
+
+@dataclass
+class Part:
+    """One measurement: a command, its time limit, and what to read back from its files."""
+
+    name: str
+    command: list[str]
+    limit: float  # seconds; SIGTERM at the limit, SIGKILL 60 s later
+    minimum: float  # not started with less time than this left
+    keep: dict[str, str] = field(default_factory=dict)  # file produced -> name under --out
+    parse: object = None  # callable(Part) -> dict of numbers, or None
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def per_step_seconds(rows: list[dict]) -> dict:
+    """Throughput of a training run from its metrics rows (one per epoch).
+
+    The first row holds compilation and warm-up; the steady rate is taken over the others (over
+    the first one alone when it is the only row). ``projected_paper_seconds``: the first epoch
+    as measured plus the remaining steps of the 64k-step paper run at the steady rate.
+    """
+    if not rows:
+        return {"epochs": 0}
+    first, rest = rows[0], rows[1:]
+    if rest:
+        steps = rest[-1]["step"] - first["step"]
+        seconds = sum(r["seconds"] for r in rest)
+    else:
+        steps, seconds = first["step"], first["seconds"]
+    per_step = seconds / steps
+    out = {
+        "epochs": len(rows),
+        "steps": rows[-1]["step"],
+        "first_epoch_seconds": round(first["seconds"], 2),
+        "steady_seconds_per_epoch": round(per_step * first["step"], 2),
+        "steady_steps_per_second": round(1 / per_step, 1),
+        "projected_paper_seconds": round(
+            first["seconds"] + max(PAPER_STEPS - first["step"], 0) * per_step, 1
+        ),
+        "last_val_error": rows[-1].get("val_error"),
+    }
+    return out
+
+
+def plan(args: argparse.Namespace, work: Path) -> list[Part]:
+    """The parts in priority order; ``--smoke``: the same on the CPU at a tiny size."""
+    smoke = args.smoke
+    device = "cpu" if smoke else "cuda"
+    data = ["--data", "synthetic"] if smoke else ["--data", "cifar10", "--data-dir", args.data_dir]
+    train = _python("-m", "skiplab", "train", "--device", device, "--progress", "off", *data)
+    tiny = ["--model-arg", "layers=[1,1,1]", "--batch-size", "32"] if smoke else []
+    fast = ["--amp", "bf16", "--channels-last"]
+    if not smoke:
+        fast += ["--compile", "--compile-mode", "reduce-overhead"]
+    bench = _python("-m", "skiplab", "bench", "--device", device)
+    bench_size = (
+        ["--repeats", "2", "--steps", "1", "--warmup", "1", "--num-images", "64"]
+        if smoke
+        # 8 DataLoader workers: the reference's PIL transforms must not be what limits it.
+        else ["--repeats", "5", "--steps", "20", "--warmup", "10", "--num-images", "10000",
+              "--ref-workers", "8"]
+    )  # fmt: skip
+
+    def run_rows(folder: Path):
+        return lambda part: per_step_seconds(_read_jsonl(folder / "metrics.jsonl"))
+
+    def bench_ratios(path: Path):
+        def parse(part: Part) -> dict:
+            record = json.loads(path.read_text())
+            return {
+                f"{r['model']} {r['mode']} b{r['batch']}": {
+                    "ratio": round(r["ratio"], 3),
+                    "skiplab_img_s": round(r["skiplab"]["median"], 1),
+                    "reference_img_s": round(r["reference"]["median"], 1),
+                }
+                for r in record["results"]
+            }
+
+        return parse
+
+    def fast_recipe(path: Path):
+        def parse(part: Part) -> dict:
+            runs = json.loads(path.read_text())["runs"]
+            return {
+                f"seed {r['seed']}": {
+                    "seconds_to_target": r["seconds_to_target"],
+                    "epoch": r["epoch_reached"],
+                    "final_accuracy": round(r["final_accuracy"], 4),
+                    "first_epoch_seconds": round(r["curve"][0]["seconds"], 2),
+                }
+                for r in runs
+            }
+
+        return parse
+
+    eager, paper = work / "r56-eager", work / "r56-paper"
+    r50, r56, fast_dir = work / "r50_train.json", work / "r56_bench.json", work / "fast"
+    steps_eager = "8" if smoke else "782"  # two epochs of batch 128
+    paper_len = ["--steps", "24"] if smoke else ["--recipe", "paper"]
+    return [
+        Part(
+            "gpu-tests",
+            _python("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gpu"),
+            limit=30 if smoke else 120,
+            minimum=10,
+        ),
+        Part(
+            "resnet56-eager",
+            [*train, "--model", "resnet56", *tiny, "--steps", steps_eager, "--out", str(eager)],
+            limit=60 if smoke else 90,
+            minimum=20,
+            keep={str(eager / "metrics.jsonl"): "r56_eager_metrics.jsonl"},
+            parse=run_rows(eager),
+        ),
+        Part(
+            "resnet56-paper",
+            [*train, "--model", "resnet56", *tiny, *paper_len, *fast, "--out", str(paper)],
+            limit=60 if smoke else args.paper_limit,
+            minimum=30,
+            keep={str(paper / "metrics.jsonl"): "r56_paper_metrics.jsonl"},
+            parse=run_rows(paper),
+        ),
+        Part(
+            "resnet50-train",
+            [
+                *bench,
+                "--models",
+                "resnet50",
+                "--modes",
+                "train",
+                "--batch-sizes",
+                "8" if smoke else "256",
+                *bench_size,
+                "--amp",
+                "bf16",
+                "--channels-last",
+                *([] if smoke else ["--compile"]),
+                "--reference-fast",
+                "--no-memory",
+                "--out",
+                str(r50),
+            ],
+            limit=120 if smoke else 200,
+            minimum=60,
+            keep={str(r50): r50.name},
+            parse=bench_ratios(r50),
+        ),  # fmt: skip
+        Part(
+            "fast-recipe",
+            _python(
+                str(ROOT / "benchmarks" / "fast_recipe.py"),
+                *data,
+                "--device",
+                device,
+                "--target",
+                "0.1" if smoke else "0.907",
+                "--seeds",
+                "2",
+                "--out",
+                str(fast_dir),
+                *(
+                    [
+                        "--set",
+                        "epochs=1",
+                        "--set",
+                        "compile=false",
+                        "--set",
+                        "batch_size=64",
+                        "--set",
+                        'model_args={"layers": [1, 1, 1]}',
+                    ]
+                    if smoke
+                    else []
+                ),
+            ),
+            limit=60 if smoke else 180,
+            minimum=45,
+            keep={str(fast_dir / "fast_recipe.json"): "fast_recipe.json"},
+            parse=fast_recipe(fast_dir / "fast_recipe.json"),
+        ),  # fmt: skip
+        Part(
+            "resnet56-bench",
+            [
+                *bench,
+                "--models",
+                "resnet56",
+                "--modes",
+                "train",
+                "--batch-sizes",
+                "16" if smoke else "128",
+                *bench_size,
+                "--channels-last",
+                "--no-memory",
+                "--out",
+                str(r56),
+                *(
+                    ["--amp", "bf16"]
+                    if smoke
+                    else ["--amp", "fp16", "--compile", "--compile-mode", "reduce-overhead"]
+                ),
+            ],
+            limit=60 if smoke else 150,
+            minimum=45,
+            keep={str(r56): r56.name},
+            parse=bench_ratios(r56),
+        ),  # fmt: skip
+    ]
+
+
+def run_part(part: Part, limit: float, log) -> dict:
+    """Run one part under ``limit`` seconds (SIGTERM, then SIGKILL 60 s later)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "PYTHONUNBUFFERED": "1"}
+    log(f"\n=== {part.name} (limit {limit:.0f} s): {' '.join(part.command)}\n")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        part.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    timed_out = False
+
+    def on_time():
+        nonlocal timed_out
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGTERM)  # the trainer checkpoints and stops at a step end
+
+    timer = threading.Timer(limit, on_time)
+    killer = threading.Timer(limit + 60, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    killer.start()
+    try:
+        for line in proc.stdout:
+            log(line)
+        proc.wait()
+    finally:
+        timer.cancel()
+        killer.cancel()
+    seconds = time.monotonic() - started
+    status = "time limit" if timed_out else ("ok" if proc.returncode == 0 else "failed")
+    return {"status": status, "returncode": proc.returncode, "seconds": round(seconds, 1)}
+
+
+def environment() -> dict:
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    try:
+        smi = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"]
+        info["nvidia_smi"] = subprocess.run(smi, capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        info["nvidia_smi"] = None
+    try:
+        git = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
+        info["git"] = subprocess.run(git, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["git"] = None
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", help="the CIFAR-10 copy (folder or archive); not with --smoke")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--budget", type=float, default=540, help="seconds for all parts together")
+    p.add_argument("--paper-limit", type=float, default=150, help="seconds for the paper run")
+    p.add_argument("--only", nargs="+", help="run only these parts (by name)")
+    p.add_argument("--smoke", action="store_true", help="tiny CPU run that checks the script")
+    args = p.parse_args(argv)
+    if not args.smoke and not args.data_dir:
+        p.error("--data-dir is required (the CIFAR-10 copy), unless --smoke")
+    if args.data_dir and not Path(args.data_dir).exists():
+        p.error(f"--data-dir {args.data_dir} does not exist")
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gpu-suite-"))
+    os.environ.setdefault("SKIPLAB_CACHE", str(work / "cache"))  # decoded images, shared
+    parts = plan(args, work)
+    names = [part.name for part in parts]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        p.error(f"unknown part(s) {unknown}; the parts are {names}")
+    log_file = (args.out / "suite.log").open("w")
+
+    def log(text: str) -> None:
+        log_file.write(text)
+        log_file.flush()
+        sys.stdout.write(text if args.smoke else "")  # the summary is what is printed
+
+    summary = {
+        "command": " ".join(["benchmarks/gpu_suite.py", *(argv or sys.argv[1:])]),
+        "environment": environment(),
+        "parts": {},
+    }
+    summary_path = args.out / "summary.json"
+    for part in parts:
+        if args.only and part.name not in args.only:
+            continue
+        left = args.budget - (time.monotonic() - started)
+        if left < part.minimum:
+            summary["parts"][part.name] = {"status": f"skipped: {left:.0f} s left of the budget"}
+            continue
+        result = run_part(part, min(part.limit, left), log)
+        result["command"] = " ".join(part.command)
+        for source, name in part.keep.items():
+            if Path(source).is_file():
+                shutil.copyfile(source, args.out / name)
+        if part.parse is not None:
+            try:
+                result["numbers"] = part.parse(part)
+            except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError) as exc:
+                result["numbers"] = None
+                result["parse_error"] = f"{type(exc).__name__}: {exc}"
+        summary["parts"][part.name] = result
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    log_file.close()
+    shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(summary, indent=1))
+    # "time limit" is how the paper run ends unless it finishes: not a failure.
+    return 1 if any(r["status"] == "failed" for r in summary["parts"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""``benchmarks/gpu_suite.py``: its projection arithmetic, and every part run at a tiny size on
+the CPU (``--smoke``), so that the one command a GPU lease runs is known to work beforehand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("gpu_suite", ROOT / "benchmarks/gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the script's dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_projection_leaves_out_the_first_epoch():
+    suite = _load_script()
+    rows = [
+        {"step": 391, "seconds": 30.0},  # compilation
+        {"step": 782, "seconds": 2.0},
+        {"step": 1173, "seconds": 2.0, "val_error": 0.3},
+    ]
+    numbers = suite.per_step_seconds(rows)
+    per_step = 4.0 / 782
+    assert numbers["steady_steps_per_second"] == pytest.approx(1 / per_step, abs=0.1)
+    assert numbers["projected_paper_seconds"] == pytest.approx(
+        30.0 + (64000 - 391) * per_step, abs=0.1
+    )
+    assert numbers["steady_seconds_per_epoch"] == pytest.approx(2.0, abs=0.01)
+    assert (numbers["epochs"], numbers["steps"], numbers["last_val_error"]) == (3, 1173, 0.3)
+    assert suite.per_step_seconds([]) == {"epochs": 0}
+
+
+def test_refuses_a_missing_data_dir_and_unknown_parts(tmp_path, capsys):
+    suite = _load_script()
+    with pytest.raises(SystemExit):
+        suite.main(["--out", str(tmp_path)])
+    assert "--data-dir is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        suite.main(["--out", str(tmp_path), "--data-dir", str(tmp_path / "nowhere.tar.gz")])
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        suite.main(["--smoke", "--out", str(tmp_path), "--only", "resnet99"])
+    assert "unknown part(s) ['resnet99']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_smoke_run_of_every_part(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    suite = _load_script()
+    assert suite.main(["--smoke", "--out", str(tmp_path), "--budget", "600"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    parts = summary["parts"]
+    assert list(parts) == [
+        "gpu-tests", "resnet56-eager", "resnet56-paper", "resnet50-train", "fast-recipe",
+        "resnet56-bench",
+    ]  # fmt: skip
+    assert {name: r["status"] for name, r in parts.items()} == dict.fromkeys(parts, "ok")
+    assert parts["resnet56-paper"]["numbers"]["steps"] == 24
+    assert parts["resnet50-train"]["numbers"]["resnet50 train b8"]["ratio"] > 0
+    assert parts["fast-recipe"]["numbers"]["seed 1"]["seconds_to_target"] > 0
+    assert "resnet56 train b16" in parts["resnet56-bench"]["numbers"]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8  # what a device lease brings back
+    assert "suite.log" in files and "r56_paper_metrics.jsonl" in files
+    assert summary["environment"]["torch"]
