@@ -292,6 +292,21 @@ def test_grad_checkpointing_gives_identical_gradients_and_bn_statistics(every):
         ckpt.set_grad_checkpointing(True, every=0)
 
 
+def test_stage_hooks_fire_with_grad_checkpointing():
+    model = create_model("resnet20", layers=[2, 2, 2]).train()
+    model.set_grad_checkpointing(True, every=1)
+    assert [model.get_submodule(n).checkpoint_every for n in model.stage_names] == [1, 1, 1]
+    seen: list[tuple[int, ...]] = []
+    model.layer2.register_forward_hook(lambda m, i, out: seen.append(tuple(out.shape)))
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    model(x).sum().backward()  # checkpointed: the stage is still one module call
+    with torch.no_grad():
+        model.eval()(x)  # not checkpointed
+    assert seen == [(2, 32, 16, 16)] * 2
+    model.set_grad_checkpointing(False)
+    assert [model.get_submodule(n).checkpoint_every for n in model.stage_names] == [0, 0, 0]
+
+
 # -- registry and validation ----------------------------------------------------------------------
 def test_list_models_has_every_variant():
     names = list_models()

@@ -88,13 +88,16 @@ class SkipNet(nn.Module):
     def run_block(self, block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
         """Apply ``block``, through activation checkpointing when it is switched on."""
         if self.grad_checkpointing and torch.is_grad_enabled() and self.training:
-            return checkpoint(
-                block,
-                *inputs,
-                use_reentrant=False,
-                context_fn=lambda: _forward_and_recompute(block),
-            )
+            return checkpointed(block, *inputs)
         return block(*inputs)
+
+
+def checkpointed(block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """``block(*inputs)`` with its activations recomputed in backward instead of stored
+    (non-reentrant ``torch.utils.checkpoint``; BatchNorm statistics updated once)."""
+    return checkpoint(
+        block, *inputs, use_reentrant=False, context_fn=lambda: _forward_and_recompute(block)
+    )
 
 
 def _forward_and_recompute(block: nn.Module):

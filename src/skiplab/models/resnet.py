@@ -24,6 +24,7 @@ from skiplab.models._base import (
     SkipNet,
     check_choice,
     check_positive_int,
+    checkpointed,
 )
 from skiplab.models.resnet_blocks import BLOCKS, SHORTCUTS, conv3x3, make_shortcut
 from skiplab.registry import register_config_model
@@ -183,7 +184,7 @@ class ResNet(SkipNet):
                 inplanes = out_ch
                 unit_index += 1
             name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*units))
+            self.add_module(name, ResNetStage(*units))
             self.stage_names.append(name)
             self.feature_info.append(FeatureInfo(name, inplanes, reduction))
 
@@ -233,19 +234,8 @@ class ResNet(SkipNet):
         """
         check_positive_int("every", every)
         super().set_grad_checkpointing(enable)
-        self.grad_checkpointing_every = every
-
-    def _stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        stage = getattr(self, name)
-        if not self.grad_checkpointing:
-            return stage(x)  # a call of the stage module itself, so that hooks on it fire
-        every = getattr(self, "grad_checkpointing_every", 1)
-        units = list(stage)
-        for start in range(0, len(units), every):
-            # A segment is an unregistered Sequential of the stage's own units (no copy).
-            segment = units[start] if every == 1 else nn.Sequential(*units[start : start + every])
-            x = self.run_block(segment, x)
-        return x
+        for name in self.stage_names:
+            getattr(self, name).checkpoint_every = every if enable else 0
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the stem and of every stage, in ``feature_info`` order.
@@ -269,7 +259,7 @@ class ResNet(SkipNet):
         if self.cfg.stem == "imagenet":
             x = self.maxpool(x)
         for name in self.stage_names:
-            x = self._stage(name, x)
+            x = getattr(self, name)(x)  # the stage module itself: hooks on it fire
             if outs is not None:
                 outs.append(x)
         return x
@@ -284,6 +274,29 @@ class ResNet(SkipNet):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
         return x if pre_logits else self.fc(x)
+
+
+class ResNetStage(nn.Sequential):
+    """The residual units of one stage (``layer1`` ... ``layer4``), applied in order.
+
+    An ``nn.Sequential`` with the same state_dict keys as torchvision's stages
+    (``layer1.0.conv1.weight``); it only adds activation checkpointing in segments of
+    ``checkpoint_every`` units (0: off), which :meth:`ResNet.set_grad_checkpointing` sets, so that
+    the stage is one module call with checkpointing on or off and forward hooks on it fire.
+    """
+
+    checkpoint_every: int = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        every = self.checkpoint_every
+        if not (every and self.training and torch.is_grad_enabled()):
+            return super().forward(x)
+        units = list(self)
+        for start in range(0, len(units), every):
+            # A segment is an unregistered Sequential of the stage's own units (no copy).
+            segment = units[start] if every == 1 else nn.Sequential(*units[start : start + every])
+            x = checkpointed(segment, x)
+        return x
 
 
 # -- the registered variants, as rows of data -----------------------------------------------------
