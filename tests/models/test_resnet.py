@@ -298,11 +298,14 @@ def test_stage_hooks_fire_with_grad_checkpointing():
     assert [model.get_submodule(n).checkpoint_every for n in model.stage_names] == [1, 1, 1]
     seen: list[tuple[int, ...]] = []
     model.layer2.register_forward_hook(lambda m, i, out: seen.append(tuple(out.shape)))
+    unit, calls = model.layer2[1], []
+    unit.forward = lambda x, forward=unit.forward: (calls.append(1), forward(x))[1]
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     model(x).sum().backward()  # checkpointed: the stage is still one module call
+    assert len(calls) == 2  # the unit ran again in backward: checkpointing is on
     with torch.no_grad():
         model.eval()(x)  # not checkpointed
-    assert seen == [(2, 32, 16, 16)] * 2
+    assert seen == [(2, 32, 16, 16)] * 2 and len(calls) == 3
     model.set_grad_checkpointing(False)
     assert [model.get_submodule(n).checkpoint_every for n in model.stage_names] == [0, 0, 0]
 

@@ -251,10 +251,20 @@ def test_grad_checkpointing_gives_the_same_gradients():
     model = create_model("unet", base_width=8).train()
     ckpt = copy.deepcopy(model)
     ckpt.set_grad_checkpointing(True)
-    assert ckpt.encoder.grad_checkpointing
+    assert ckpt.encoder.grad_checkpointing and ckpt.decoder.grad_checkpointing
+    calls = {"plain": 0, "ckpt": 0}
+    for key, net in (("plain", model), ("ckpt", ckpt)):
+        block = net.decoder.blocks[0]
+
+        def counted(*args, key=key, forward=block.forward):
+            calls[key] += 1
+            return forward(*args)
+
+        block.forward = counted  # the recomputation in backward calls forward, not the hooks
     x = torch.randn(2, 1, 32, 32)
     model(x).square().mean().backward()
     ckpt(x).square().mean().backward()
+    assert calls == {"plain": 1, "ckpt": 2}  # the decoder block ran again in backward
     for (n, a), b in zip(model.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=n)
     for a, b in zip(model.buffers(), ckpt.buffers(), strict=True):  # BN stats updated once

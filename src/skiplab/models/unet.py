@@ -254,10 +254,10 @@ class UNet(SkipNet):
                 yield f"decoder.blocks.{j}", block
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        # Only the encoder's blocks are recomputed: the decoder is its own module and calls its
-        # blocks directly (run_block could carry their two inputs; not wired up yet).
+        """Recompute the encoder's units and the decoder's blocks in backward."""
         super().set_grad_checkpointing(enable)
         self.encoder.set_grad_checkpointing(enable)
+        self.decoder.grad_checkpointing = bool(enable)
 
     # -- forward -----------------------------------------------------------------------------
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:

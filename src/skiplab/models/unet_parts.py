@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from skiplab.models._base import FeatureInfo, SkipNet, check_choice
+from skiplab.models._base import FeatureInfo, SkipNet, check_choice, checkpointed
 
 UPSAMPLING = ("transpose", "bilinear")
 
@@ -136,14 +136,17 @@ class UNetDecoder(nn.Module):
             )
             in_ch = out_ch
         self.out_channels = in_ch
+        self.grad_checkpointing = False  # recompute each block in backward (the owner sets it)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) != self.num_features:
             raise ValueError(f"decoder expects {self.num_features} features; got {len(features)}")
         x = features[-1]
         skips = list(features[:-1])[::-1]
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for j, block in enumerate(self.blocks):
-            x = block(x, skips[j] if block.skip_channels else None)
+            skip = skips[j] if block.skip_channels else None
+            x = checkpointed(block, x, skip) if recompute else block(x, skip)
         return x
 
 
