@@ -70,7 +70,19 @@ def main(argv: list[str] | None = None) -> int:
 
     train = load_dataset(args.data, "train", data_dir=args.data_dir)
     test = load_dataset(args.data, "test", data_dir=args.data_dir)
-    runs = []
+    runs: list[dict] = []
+    record = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "model": args.model,
+        "data": test.source,
+        "target": args.target,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "fast_recipe.json"
     for seed in range(args.seeds):
         out = args.out / f"seed{seed}"
         cfg = resolve_config(
@@ -99,26 +111,17 @@ def main(argv: list[str] | None = None) -> int:
                 "status": result.status,
                 "seconds_to_target": seconds,
                 "epoch_reached": epoch,
-                "final_accuracy": 1 - curve[-1]["val_error"],
+                "final_accuracy": 1 - curve[-1]["val_error"] if curve else None,
                 "wall_seconds": wall,
                 "curve": curve,
             }
         )
-    record = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "model": args.model,
-        "data": test.source,
-        "target": args.target,
-        "config": {k: v for k, v in vars(cfg).items() if k not in ("out", "seed")},
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "device": str(trainer.device),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "runs": runs,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "fast_recipe.json"
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        record["config"] = {k: v for k, v in vars(cfg).items() if k not in ("out", "seed")}
+        record["device"] = str(trainer.device)
+        # Written after every seed: a job stopped later keeps the seeds it finished.
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        if result.status == "stopped":  # a signal or a stop request: no further seeds
+            break
     return summarise(path)
 
 
@@ -134,7 +137,9 @@ def summarise(path: Path) -> int:
             if r["seconds_to_target"] is not None
             else "not reached"
         )
-        print(f"  seed {r['seed']}: {when}; final accuracy {r['final_accuracy']:.4f}")
+        accuracy = "none" if r["final_accuracy"] is None else f"{r['final_accuracy']:.4f}"
+        stopped = " (stopped early)" if r["status"] == "stopped" else ""
+        print(f"  seed {r['seed']}: {when}; final accuracy {accuracy}{stopped}")
     if len(reached) == len(runs):
         spread = f" ± {stdev(reached):.1f}" if len(reached) > 1 else ""
         print(f"time to target: {mean(reached):.1f}{spread} s over {len(runs)} seeds")

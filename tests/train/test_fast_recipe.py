@@ -99,3 +99,22 @@ def test_fast_recipe_benchmark_end_to_end(tmp_path, capsys):
     # One epoch of a tiny net does not reach 99%: reported as missed, with a non-zero status.
     assert missed == 1 and run["seconds_to_target"] is None
     assert "1 of 1 seeds missed it" in capsys.readouterr().out
+
+
+def test_a_stopped_seed_keeps_its_record_and_ends_the_benchmark(tmp_path, monkeypatch, capsys):
+    script = _load_script()
+
+    class StopsAtOnce(script.Trainer):  # as a SIGTERM would: stop at the next step's end
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.callbacks.append(lambda trainer: trainer.request_stop())
+
+    monkeypatch.setattr(script, "Trainer", StopsAtOnce)
+    argv = ["--data", "synthetic", "--target", "0.99", "--seeds", "3", "--out", str(tmp_path)]
+    argv += ["--set", "epochs=1", "--set", "compile=false", "--set", "amp=none"]
+    argv += ["--set", "batch_size=64", "--set", 'model_args={"layers": [1, 1, 1]}']
+    assert script.main(argv) == 1
+    record = json.loads((tmp_path / "fast_recipe.json").read_text())
+    (run,) = record["runs"]  # seeds 1 and 2 never started
+    assert run["status"] == "stopped" and run["seconds_to_target"] is None
+    assert "(stopped early)" in capsys.readouterr().out
