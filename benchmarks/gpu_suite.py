@@ -102,164 +102,112 @@ def plan(args: argparse.Namespace, work: Path) -> list[Part]:
     smoke = args.smoke
     device = "cpu" if smoke else "cuda"
     data = ["--data", "synthetic"] if smoke else ["--data", "cifar10", "--data-dir", args.data_dir]
-    train = _python("-m", "skiplab", "train", "--device", device, "--progress", "off", *data)
-    tiny = ["--model-arg", "layers=[1,1,1]", "--batch-size", "32"] if smoke else []
-    fast = ["--amp", "bf16", "--channels-last"]
-    if not smoke:
-        fast += ["--compile", "--compile-mode", "reduce-overhead"]
-    bench = _python("-m", "skiplab", "bench", "--device", device)
-    bench_size = (
-        ["--repeats", "2", "--steps", "1", "--warmup", "1", "--num-images", "64"]
-        if smoke
-        # 8 DataLoader workers: the reference's PIL transforms must not be what limits it.
-        else ["--repeats", "5", "--steps", "20", "--warmup", "10", "--num-images", "10000",
-              "--ref-workers", "8"]
-    )  # fmt: skip
-
-    def run_rows(folder: Path):
-        return lambda part: per_step_seconds(_read_jsonl(folder / "metrics.jsonl"))
-
-    def bench_ratios(path: Path):
-        def parse(part: Part) -> dict:
-            record = json.loads(path.read_text())
-            return {
-                f"{r['model']} {r['mode']} b{r['batch']}": {
-                    "ratio": round(r["ratio"], 3),
-                    "skiplab_img_s": round(r["skiplab"]["median"], 1),
-                    "reference_img_s": round(r["reference"]["median"], 1),
-                }
-                for r in record["results"]
-            }
-
-        return parse
-
-    def fast_recipe(path: Path):
-        def parse(part: Part) -> dict:
-            runs = json.loads(path.read_text())["runs"]
-            return {
-                f"seed {r['seed']}": {
-                    "seconds_to_target": r["seconds_to_target"],
-                    "epoch": r["epoch_reached"],
-                    "final_accuracy": round(r["final_accuracy"], 4),
-                    "first_epoch_seconds": round(r["curve"][0]["seconds"], 2),
-                }
-                for r in runs
-            }
-
-        return parse
+    train = _python(*f"-m skiplab train --device {device} --progress off".split(), *data)
+    tiny = "--model-arg layers=[1,1,1] --batch-size 32".split() if smoke else []
+    graphs = [] if smoke else "--compile --compile-mode reduce-overhead".split()
+    bench = _python(*f"-m skiplab bench --device {device} --no-memory".split())
+    if smoke:
+        bench += "--repeats 2 --steps 1 --warmup 1 --num-images 64".split()
+    else:  # 8 DataLoader workers: the reference's PIL transforms must not be what limits it
+        bench += "--repeats 5 --steps 20 --warmup 10 --num-images 10000 --ref-workers 8".split()
+    fast_recipe = _python(str(ROOT / "benchmarks" / "fast_recipe.py"), *data, "--device", device)
+    if smoke:
+        fast_recipe += "--target 0.1 --set epochs=1 --set compile=false --set batch_size=64".split()
+        fast_recipe += ["--set", 'model_args={"layers":[1,1,1]}']
+    else:
+        fast_recipe += "--target 0.907".split()
 
     eager, paper = work / "r56-eager", work / "r56-paper"
     r50, r56, fast_dir = work / "r50_train.json", work / "r56_bench.json", work / "fast"
-    steps_eager = "8" if smoke else "782"  # two epochs of batch 128
-    paper_len = ["--steps", "24"] if smoke else ["--recipe", "paper"]
+    paper_len = "--steps 24" if smoke else "--recipe paper"
+    b50, b56 = (8, 16) if smoke else (256, 128)
     return [
         Part(
             "gpu-tests",
-            _python("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gpu"),
+            _python(*"-m pytest -q -p no:cacheprovider tests/gpu".split()),
             limit=30 if smoke else 100,
             minimum=10,
         ),
         Part(
             "resnet56-paper",
-            [*train, "--model", "resnet56", *tiny, *paper_len, *fast, "--out", str(paper)],
+            [*train, "--model", "resnet56", *tiny, *paper_len.split(), "--amp", "bf16",
+             "--channels-last", *graphs, "--out", str(paper)],
             limit=60 if smoke else args.paper_limit,
             minimum=30,
             keep={str(paper / "metrics.jsonl"): "r56_paper_metrics.jsonl"},
-            parse=run_rows(paper),
+            parse=_run_numbers(paper),
         ),
         Part(
             "resnet50-train",
-            [
-                *bench,
-                "--models",
-                "resnet50",
-                "--modes",
-                "train",
-                "--batch-sizes",
-                "8" if smoke else "256",
-                *bench_size,
-                "--amp",
-                "bf16",
-                "--channels-last",
-                *([] if smoke else ["--compile"]),
-                "--reference-fast",
-                "--no-memory",
-                "--out",
-                str(r50),
-            ],
+            [*bench, *f"--models resnet50 --modes train --batch-sizes {b50}".split(),
+             "--amp", "bf16", "--channels-last", *([] if smoke else ["--compile"]),
+             "--reference-fast", "--out", str(r50)],
             limit=120 if smoke else 150,
             minimum=60,
             keep={str(r50): r50.name},
-            parse=bench_ratios(r50),
-        ),  # fmt: skip
+            parse=_bench_numbers(r50),
+        ),
         Part(
             "fast-recipe",
-            _python(
-                str(ROOT / "benchmarks" / "fast_recipe.py"),
-                *data,
-                "--device",
-                device,
-                "--target",
-                "0.1" if smoke else "0.907",
-                "--seeds",
-                "2",
-                "--out",
-                str(fast_dir),
-                *(
-                    [
-                        "--set",
-                        "epochs=1",
-                        "--set",
-                        "compile=false",
-                        "--set",
-                        "batch_size=64",
-                        "--set",
-                        'model_args={"layers": [1, 1, 1]}',
-                    ]
-                    if smoke
-                    else []
-                ),
-            ),
+            [*fast_recipe, "--seeds", "2", "--out", str(fast_dir)],
             limit=60 if smoke else 150,
             minimum=45,
             keep={str(fast_dir / "fast_recipe.json"): "fast_recipe.json"},
-            parse=fast_recipe(fast_dir / "fast_recipe.json"),
-        ),  # fmt: skip
+            parse=_fast_recipe_numbers(fast_dir / "fast_recipe.json"),
+        ),
         Part(
             "resnet56-eager",
-            [*train, "--model", "resnet56", *tiny, "--steps", steps_eager, "--out", str(eager)],
+            [*train, "--model", "resnet56", *tiny, "--steps", "8" if smoke else "782",
+             "--out", str(eager)],  # 782 steps: two epochs of batch 128
             limit=60 if smoke else 90,
             minimum=20,
             keep={str(eager / "metrics.jsonl"): "r56_eager_metrics.jsonl"},
-            parse=run_rows(eager),
+            parse=_run_numbers(eager),
         ),
         Part(
             "resnet56-bench",
-            [
-                *bench,
-                "--models",
-                "resnet56",
-                "--modes",
-                "train",
-                "--batch-sizes",
-                "16" if smoke else "128",
-                *bench_size,
-                "--channels-last",
-                "--no-memory",
-                "--out",
-                str(r56),
-                *(
-                    ["--amp", "bf16"]
-                    if smoke
-                    else ["--amp", "fp16", "--compile", "--compile-mode", "reduce-overhead"]
-                ),
-            ],
+            [*bench, *f"--models resnet56 --modes train --batch-sizes {b56}".split(),
+             "--channels-last", "--amp", "bf16" if smoke else "fp16", *graphs, "--out", str(r56)],
             limit=60 if smoke else 120,
             minimum=45,
             keep={str(r56): r56.name},
-            parse=bench_ratios(r56),
-        ),  # fmt: skip
-    ]
+            parse=_bench_numbers(r56),
+        ),
+    ]  # fmt: skip
+
+
+def _run_numbers(folder: Path):
+    return lambda part: per_step_seconds(_read_jsonl(folder / "metrics.jsonl"))
+
+
+def _bench_numbers(path: Path):
+    def parse(part: Part) -> dict:
+        return {
+            f"{r['model']} {r['mode']} b{r['batch']}": {
+                "ratio": round(r["ratio"], 3),
+                "skiplab_img_s": round(r["skiplab"]["median"], 1),
+                "reference_img_s": round(r["reference"]["median"], 1),
+            }
+            for r in json.loads(path.read_text())["results"]
+        }
+
+    return parse
+
+
+def _fast_recipe_numbers(path: Path):
+    def parse(part: Part) -> dict:
+        return {
+            f"seed {r['seed']}": {
+                "status": r["status"],
+                "seconds_to_target": r["seconds_to_target"],
+                "epoch": r["epoch_reached"],
+                "final_accuracy": r["final_accuracy"],
+                "first_epoch_seconds": r["curve"][0]["seconds"] if r["curve"] else None,
+            }
+            for r in json.loads(path.read_text())["runs"]
+        }
+
+    return parse
 
 
 def run_part(part: Part, limit: float, log) -> dict:
