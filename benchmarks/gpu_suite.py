@@ -12,9 +12,11 @@ goes on:
    channels_last and ``compile_mode="reduce-overhead"`` (CUDA graphs), stopped by SIGTERM at its
    limit unless it finishes; the seconds per step after the first epoch (which holds the
    compilation) project the whole run. It also decodes the images into the shared cache.
-3. ``resnet50-train``: ``skiplab bench`` ResNet-50 training at batch 256 with bf16,
+3. ``fast-recipe``: ``benchmarks/fast_recipe.py``, time to 90.7% test accuracy; by default
+   ResNet-56 for 40 epochs, one seed (``--fast-model/--fast-epochs/--fast-seeds``): the recipe's
+   own 20 epochs of ResNet-20 reach 86.9% on this copy (measured on the CPU).
+4. ``resnet50-train``: ``skiplab bench`` ResNet-50 training at batch 256 with bf16,
    channels_last and compile on both sides (``--reference-fast``) against torchvision's.
-4. ``fast-recipe``: ``benchmarks/fast_recipe.py``, time to 90.7% test accuracy, two seeds.
 5. ``resnet56-eager``: ``skiplab train`` ResNet-56, paper settings, eager fp32, two epochs: the
    baseline of part 2 measured in the same lease (the issue quotes about 11.6 s per epoch).
 6. ``resnet56-bench``: ``skiplab bench`` ResNet-56 training at batch 128 against the eager
@@ -115,7 +117,8 @@ def plan(args: argparse.Namespace, work: Path) -> list[Part]:
         fast_recipe += "--target 0.1 --set epochs=1 --set compile=false --set batch_size=64".split()
         fast_recipe += ["--set", 'model_args={"layers":[1,1,1]}']
     else:
-        fast_recipe += "--target 0.907".split()
+        fast_recipe += f"--target 0.907 --model {args.fast_model} --seeds {args.fast_seeds}".split()
+        fast_recipe += ["--set", f"epochs={args.fast_epochs}"]
 
     eager, paper = work / "r56-eager", work / "r56-paper"
     r50, r56, fast_dir = work / "r50_train.json", work / "r56_bench.json", work / "fast"
@@ -138,6 +141,14 @@ def plan(args: argparse.Namespace, work: Path) -> list[Part]:
             parse=_run_numbers(paper),
         ),
         Part(
+            "fast-recipe",
+            [*fast_recipe, *(["--seeds", "2"] if smoke else []), "--out", str(fast_dir)],
+            limit=60 if smoke else 200,
+            minimum=45,
+            keep={str(fast_dir / "fast_recipe.json"): "fast_recipe.json"},
+            parse=_fast_recipe_numbers(fast_dir / "fast_recipe.json"),
+        ),
+        Part(
             "resnet50-train",
             [*bench, *f"--models resnet50 --modes train --batch-sizes {b50}".split(),
              "--amp", "bf16", "--channels-last", *([] if smoke else ["--compile"]),
@@ -146,14 +157,6 @@ def plan(args: argparse.Namespace, work: Path) -> list[Part]:
             minimum=60,
             keep={str(r50): r50.name},
             parse=_bench_numbers(r50),
-        ),
-        Part(
-            "fast-recipe",
-            [*fast_recipe, "--seeds", "2", "--out", str(fast_dir)],
-            limit=60 if smoke else 150,
-            minimum=45,
-            keep={str(fast_dir / "fast_recipe.json"): "fast_recipe.json"},
-            parse=_fast_recipe_numbers(fast_dir / "fast_recipe.json"),
         ),
         Part(
             "resnet56-eager",
@@ -272,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="the CIFAR-10 copy (folder or archive); not with --smoke")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--budget", type=float, default=560, help="seconds for all parts together")
-    p.add_argument("--paper-limit", type=float, default=180, help="seconds for the paper run")
+    p.add_argument("--paper-limit", type=float, default=150, help="seconds for the paper run")
+    # The recipe's own 20 epochs reach 86.9% (resnet20) on this copy (docs/benchmarks.md): the
+    # suite's default run is longer and deeper.
+    p.add_argument("--fast-model", default="resnet56", help="fast recipe: the model")
+    p.add_argument("--fast-epochs", type=int, default=40, help="fast recipe: epochs")
+    p.add_argument("--fast-seeds", type=int, default=1, help="fast recipe: seeds")
     p.add_argument("--only", nargs="+", help="run only these parts (by name)")
     p.add_argument("--smoke", action="store_true", help="tiny CPU run that checks the script")
     args = p.parse_args(argv)
