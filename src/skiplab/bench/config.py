@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from skiplab.train.config import COMPILE_MODES
+from skiplab.train.config import check_compile_mode
 
 MODES = ("train", "infer")
 AMPS = ("none", "bf16", "fp16")
@@ -33,12 +33,7 @@ class FastPath:
     def __post_init__(self) -> None:
         if self.amp not in AMPS:
             raise ValueError(f"amp must be one of {list(AMPS)}; got {self.amp!r}")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(
-                f"compile_mode must be one of {list(COMPILE_MODES)}; got {self.compile_mode!r}"
-            )
-        if self.compile_mode != "default" and not self.compile:
-            raise ValueError(f"compile_mode {self.compile_mode!r} needs compile=True")
+        check_compile_mode(self.compile, self.compile_mode)
 
     def describe(self) -> str:
         on = [n for n in ("channels_last", "compile", "fuse_bn") if getattr(self, n)]

@@ -177,12 +177,7 @@ class TrainConfig:
         _choice("warmup", self.warmup, WARMUPS)
         _choice("loss", self.loss, LOSSES)
         _choice("amp", self.amp, AMPS)
-        _choice("compile_mode", self.compile_mode, COMPILE_MODES)
-        if self.compile_mode != "default" and not self.compile:
-            raise ValueError(
-                f"compile_mode {self.compile_mode!r} needs compile=True (--compile); "
-                "got compile=False"
-            )
+        check_compile_mode(self.compile, self.compile_mode)
         _choice("progress", self.progress, ("auto", "on", "off"))
         if self.epochs is not None and self.steps is not None:
             raise ValueError(
@@ -305,6 +300,14 @@ def config_diff(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ()) ->
 
 # -- type checking of values from files and the command line -------------------------------------
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+def check_compile_mode(compile: bool, mode: str) -> None:
+    """Raise ValueError unless ``mode`` is one of COMPILE_MODES and, when it is not "default",
+    ``compile`` is on (a mode without compilation would be silently ignored)."""
+    _choice("compile_mode", mode, COMPILE_MODES)
+    if mode != "default" and not compile:
+        raise ValueError(f"compile_mode {mode!r} needs compile=True (--compile); got compile=False")
 
 
 def _choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
