@@ -3,22 +3,15 @@ the CPU (``--smoke``), so that the one command a GPU lease runs is known to work
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("gpu_suite", ROOT / "benchmarks/gpu_suite.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the script's dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_suite")
 
 
 def test_projection_leaves_out_the_first_epoch():

@@ -18,21 +18,13 @@ from skiplab.bench import BenchConfig, FastPath, run_bench
 from skiplab.fuse import fuse_bn
 from skiplab.registry import get_model_entry
 from skiplab.train import Trainer, load_latest
-from tests.train.helpers import tiny_classification, tiny_config
+from tests.train.helpers import stop_at, tiny_classification, tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _weights(out) -> dict[str, torch.Tensor]:
     return load_latest(out / "checkpoints", lambda _: None).weights
-
-
-def _stop_at(step: int):
-    def callback(trainer: Trainer) -> None:
-        if trainer.step == step:
-            trainer.request_stop()
-
-    return callback
 
 
 def test_fp16_grad_scaler_trains_checkpoints_and_resumes(tmp_path):
@@ -47,7 +39,7 @@ def test_fp16_grad_scaler_trains_checkpoints_and_resumes(tmp_path):
     assert scaler is not None and scaler["scale"] > 0  # the scaler's state is checkpointed
 
     cfg = tiny_config(tmp_path / "resumed", **settings)
-    stopped = Trainer(cfg, train_data=data, callbacks=[_stop_at(3)]).fit()
+    stopped = Trainer(cfg, train_data=data, callbacks=[stop_at(3)]).fit()
     assert stopped.status == "stopped"
     assert Trainer(cfg, train_data=data, resume=True).fit().status == "finished"
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")

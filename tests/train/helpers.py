@@ -10,7 +10,7 @@ import torch
 
 from skiplab.data import ArrayDataset
 from skiplab.selftest.common import tiny_data as tiny_classification  # noqa: F401 (re-export)
-from skiplab.train import TrainConfig, resolve_config
+from skiplab.train import TrainConfig, Trainer, resolve_config
 
 # resnet20 with one unit per stage (8 layers): the smallest registered net, in milliseconds.
 TINY_MODEL = {"model": "resnet20", "model_args": {"layers": [1, 1, 1]}}
@@ -59,3 +59,14 @@ def write_imagefolder(root: Path, per_class: int = 8, classes: int = 4, size: in
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
     return root
+
+
+def stop_at(step: int):
+    """A trainer callback that asks for a stop after ``step`` (agreed, and so done, one step
+    later, as for a signal)."""
+
+    def callback(trainer: Trainer) -> None:
+        if trainer.step == step:
+            trainer.request_stop()
+
+    return callback

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,17 +10,13 @@ from torch import nn
 
 from skiplab.train import resolve_config
 from skiplab.train.evaluate import evaluate
+from tests.benchmark_scripts import load_benchmark
 
 from .helpers import tiny_classification, tiny_segmentation
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("fast_recipe", ROOT / "benchmarks/fast_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fast_recipe")
 
 
 def test_fast_recipe_row():

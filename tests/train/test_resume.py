@@ -10,7 +10,13 @@ from torch import nn
 
 from skiplab.selftest.nonfinite import NaNAt
 from skiplab.train import NonFiniteLoss, Trainer, load_checkpoint, load_latest
-from tests.train.helpers import sha256_tree, tiny_classification, tiny_config, tiny_segmentation
+from tests.train.helpers import (
+    sha256_tree,
+    stop_at,
+    tiny_classification,
+    tiny_config,
+    tiny_segmentation,
+)
 
 # 24 samples, batch 8: 3 steps per epoch; 8 steps end in mid-epoch 3. Drop-path and the
 # augmentation make the result depend on every RNG state and on the data position.
@@ -20,14 +26,6 @@ SETTINGS = {
     "label_smoothing": 0.1,
     "nesterov": True,
 }
-
-
-def _stop_at(step: int):
-    def callback(trainer: Trainer) -> None:
-        if trainer.step == step:
-            trainer.request_stop()
-
-    return callback
 
 
 def _final(out) -> tuple[dict, dict]:
@@ -71,7 +69,7 @@ def _rows(out) -> list[dict]:
 def test_resume_in_mid_epoch_is_bit_identical(tmp_path, data, uninterrupted):
     cfg = tiny_config(tmp_path, **SETTINGS)
     # A request after step 4 is agreed in step 5's all-reduce: the run stops after step 5.
-    stopped = Trainer(cfg, train_data=data[0], val_data=data[1], callbacks=[_stop_at(4)]).fit()
+    stopped = Trainer(cfg, train_data=data[0], val_data=data[1], callbacks=[stop_at(4)]).fit()
     assert (stopped.status, stopped.step, stopped.epoch, stopped.position) == ("stopped", 5, 1, 2)
     assert "Resume with: skiplab train --out" in stopped.message
     resumed = Trainer(cfg, train_data=data[0], val_data=data[1], resume=True).fit()
@@ -85,7 +83,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_still_matches(
     tmp_path, data, uninterrupted, capsys
 ):
     cfg = tiny_config(tmp_path, **SETTINGS)
-    Trainer(cfg, train_data=data[0], val_data=data[1], callbacks=[_stop_at(4)]).fit()
+    Trainer(cfg, train_data=data[0], val_data=data[1], callbacks=[stop_at(4)]).fit()
     weights = tmp_path / "checkpoints" / "step-00000005.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     capsys.readouterr()
