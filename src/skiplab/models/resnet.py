@@ -230,7 +230,8 @@ class ResNet(SkipNet):
                 inputs fall from n to n/k per stage while one segment's activations are held
                 (Chen et al. 2016, arXiv:1604.06174). A training step of preact_resnet1001
                 (111 units per stage) at batch 128 peaks at 8.7 GiB on a CPU with every=1,
-                4.1 / 5.1 / 6.8 GiB with every=5 / 10 / 20 (docs/benchmarks.md).
+                4.1-5.5 / 5.1 / 6.8 GiB with every=5 / 10 / 20 (docs/benchmarks.md; the
+                peak moves between identical runs).
         """
         check_positive_int("every", every)
         super().set_grad_checkpointing(enable)
