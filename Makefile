@@ -15,8 +15,10 @@ venv: $(BIN)/skiplab
 
 # The chapter's experiments at the quick budget on the embedded synthetic data (no download):
 # runs/demo/report.md and report.html. Training runs go JOBS at a time, one core each.
+# --amp auto: bf16 autocast only on a CPU with native bf16 (AVX-512 BF16 or AMX), else fp32
+# (skiplab.hardware); the report's Run section says which was chosen.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-DEMO_FLAGS ?= --budget quick --data synthetic --jobs $(JOBS) --amp bf16 --channels-last
+DEMO_FLAGS ?= --budget quick --data synthetic --jobs $(JOBS) --amp auto --channels-last
 
 demo: venv
 	$(BIN)/skiplab reproduce $(DEMO_FLAGS) --out runs/demo

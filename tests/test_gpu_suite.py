@@ -46,10 +46,11 @@ def test_refuses_a_missing_data_dir_and_unknown_parts(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a guard against a hang: the smoke run is sized in steps, not seconds
 def test_smoke_run_of_every_part(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     suite = _load_script()
-    assert suite.main(["--smoke", "--out", str(tmp_path), "--budget", "600"]) == 0
+    assert suite.main(["--smoke", "--out", str(tmp_path), "--budget", "3600"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     parts = summary["parts"]
     assert list(parts) == [

@@ -54,7 +54,7 @@ def test_subset_larger_than_the_split_raises():
     [
         ("jobs", 0, "jobs must be a positive integer; got 0"),
         ("jobs", True, "jobs must be a positive integer"),
-        ("amp", "fp8", "amp must be 'none', 'bf16' or 'fp16'; got 'fp8'"),
+        ("amp", "fp8", r"amp must be one of \['auto', 'none', 'bf16', 'fp16'\]; got 'fp8'"),
         ("amp", "fp16", "amp 'fp16' needs device 'cuda'"),
     ],
 )

@@ -21,7 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from skiplab.bench.config import AMPS, MODES, BenchConfig, FastPath
+from skiplab.bench.config import MODES, BenchConfig, FastPath
+from skiplab.hardware import AMPS
 from skiplab.train.config import COMPILE_MODES
 
 
@@ -43,7 +44,12 @@ def add_bench_command(sub) -> None:
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps per side first")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--channels-last", action="store_true", help="skiplab side: channels_last")
-    p.add_argument("--amp", choices=AMPS, default="none", help="skiplab side: autocast dtype")
+    p.add_argument(
+        "--amp",
+        choices=AMPS,
+        default="none",
+        help="skiplab side: autocast dtype (auto: bf16 where the device has it natively)",
+    )
     p.add_argument("--compile", action="store_true", help="skiplab side: torch.compile")
     p.add_argument(
         "--compile-mode",
@@ -130,9 +136,11 @@ def print_table(record: dict) -> None:
     from skiplab.cli import _print_table
 
     m = record["machine"]
+    bf16 = m.get("cpu_native_bf16")
+    bf16 = "?" if bf16 is None else ("native bf16" if bf16 else "no native bf16")
     print(
-        f"{m['cpu']} ({m['torch_threads']} threads), torch {m['torch']}, "
-        f"torchvision {m['torchvision']}, device {m['device']}"
+        f"{m['cpu']} ({m['cpu_capability']}; {bf16}; {m['torch_threads']} threads), "
+        f"torch {m['torch']}, torchvision {m['torchvision']}, device {m['device']}"
     )
     headers = ["model", "mode", "batch", "skiplab img/s", "reference img/s", "ratio"]
     _print_table([*headers, "peak MiB (skiplab / ref)"], table_rows(record), right={2, 3, 4, 5, 6})

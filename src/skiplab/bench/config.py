@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from skiplab.hardware import AMPS, resolve_amp
 from skiplab.train.config import check_compile_mode
 
 MODES = ("train", "infer")
-AMPS = ("none", "bf16", "fp16")
 SIDES = ("reference", "skiplab")
 
 
@@ -17,7 +17,8 @@ class FastPath:
 
     Attributes:
         channels_last: Model and inputs in channels-last memory format.
-        amp: Autocast dtype: "none", "bf16", or "fp16" (CUDA only; training adds a GradScaler).
+        amp: Autocast dtype: "none", "bf16", "fp16" (CUDA only; training adds a GradScaler), or
+            "auto" (bf16 where the device has it natively, else fp32; resolved by BenchConfig).
         compile: ``torch.compile`` the network (training and inference).
         compile_mode: Its mode (``skiplab.train.config.COMPILE_MODES``); "reduce-overhead"
             replays CUDA graphs on a GPU.
@@ -98,6 +99,8 @@ class BenchConfig:
             raise ValueError(f"threads must be >= 1; got {self.threads}")
         if self.fast.amp == "fp16" and not self.device.startswith("cuda"):
             raise ValueError(f"amp 'fp16' needs CUDA; got device {self.device!r} (use bf16)")
+        # "auto" becomes what the device runs natively; an emulated bf16 warns (still measured).
+        self.fast = replace(self.fast, amp=resolve_amp(self.fast.amp, self.device))
 
     def side_options(self, side: str, mode: str) -> FastPath:
         """The fast-path options of ``side`` ("skiplab" or "reference") in ``mode``."""

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from skiplab.bench.config import SIDES, BenchConfig, Case, all_cases
 from skiplab.bench.memory import child_peak
 from skiplab.bench.runners import Runner, bench_data, build_runner
+from skiplab.hardware import processor
 
 
 def _sync(device: torch.device) -> None:
@@ -111,8 +112,10 @@ def machine_info(device: str) -> dict:
     """Where the numbers come from: CPU, cores, versions, GPU, git revision."""
     import torchvision
 
+    cpu = processor()
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu.model,
+        "cpu_native_bf16": cpu.native_bf16,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
@@ -128,15 +131,6 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _git_revision() -> str | None:

@@ -26,6 +26,7 @@ import torch
 
 from skiplab.experiments.verdict import Verdict
 from skiplab.fileio import atomic_write
+from skiplab.hardware import AMPS, processor, resolve_amp
 
 BUDGETS = ("quick", "standard", "paper")
 
@@ -42,7 +43,10 @@ class Settings:
         data_dir: Where the dataset lives (None for synthetic data).
         device: "cpu" or "cuda".
         seeds: Number of seeds (0, 1, ..., seeds-1); results report mean and std over them.
-        amp: Mixed precision for training and evaluation: "none", "bf16" or "fp16" (CUDA).
+        amp: Mixed precision for training and evaluation: "none", "bf16", "fp16" (CUDA), or
+            "auto" (bf16 where the device has it natively, else fp32). Resolved at
+            construction (:func:`skiplab.hardware.resolve_amp`); ``amp_asked`` keeps what was
+            asked, so that the report can say what was chosen and why.
         channels_last: Train and evaluate in the channels-last memory format.
         jobs: Training runs trained at the same time, in worker processes that share the CPU
             cores (experiments with several independent runs use it).
@@ -57,6 +61,7 @@ class Settings:
     amp: str = "none"
     channels_last: bool = False
     jobs: int = 1
+    amp_asked: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
@@ -69,10 +74,12 @@ class Settings:
             raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f"jobs must be a positive integer; got {self.jobs!r}")
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16'; got {self.amp!r}")
+        if self.amp not in AMPS:
+            raise ValueError(f"amp must be one of {list(AMPS)}; got {self.amp!r}")
         if self.amp == "fp16" and self.device != "cuda":
             raise ValueError("amp 'fp16' needs device 'cuda' (use 'bf16' on the CPU)")
+        object.__setattr__(self, "amp_asked", self.amp_asked or self.amp)
+        object.__setattr__(self, "amp", resolve_amp(self.amp, self.device))
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -132,6 +139,7 @@ def environment_info(device: str) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "cpu": processor().as_dict(),
         "git_revision": _git_revision(),
     }
     if device == "cuda":

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from skiplab.experiments.base import BUDGETS, Experiment, Settings, environment_info, run_one
+from skiplab.hardware import AMPS, describe_precision
 
 
 def experiments() -> dict[str, Experiment]:
@@ -53,7 +54,12 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument(
+        "--amp",
+        choices=AMPS,
+        default="auto",
+        help="autocast precision (auto: bf16 where the device has it natively, else fp32)",
+    )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument(
         "--jobs", type=int, default=1, help="training runs at the same time (worker processes)"
@@ -85,6 +91,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         jobs=args.jobs,
     )
     environment = environment_info(settings.device)  # the code as loaded, before any run
+    precision = describe_precision(settings.amp, settings.channels_last, settings.device)
+    print(f"precision: {precision} (amp {settings.amp_asked!r})", file=sys.stderr, flush=True)
     for i, name in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)
         record = run_one(known[name], settings, environment)

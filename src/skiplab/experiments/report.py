@@ -87,6 +87,7 @@ def build_report(run_dir: Path, experiments: list[Experiment]) -> Path:
         f"- device: {env['device']}"
         + (f" ({env['cuda_device']})" if env.get("cuda_device") else "")
         + f", {env['cpu_count']} CPUs, {env['torch_threads']} torch threads",
+        _precision_line(s, env),
         f"- software: Python {env['python']}, torch {env['torch']}, "
         f"torchvision {env['torchvision']}; git {env['git_revision']}",
         f"- time: {total:.0f} s over {len(records)} experiments",
@@ -101,6 +102,19 @@ def build_report(run_dir: Path, experiments: list[Experiment]) -> Path:
 
 
 _STATUSES = ("REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE")
+
+
+def _precision_line(settings: dict, env: dict) -> str:
+    """What the nets computed in, what was asked, and what the CPU does natively."""
+    name = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[settings["amp"]]
+    asked = settings.get("amp_asked") or settings["amp"]
+    layout = "channels_last" if settings.get("channels_last") else "contiguous"
+    line = f"- precision: {name} (amp `{asked}`), {layout}"
+    cpu = env.get("cpu")
+    if cpu:  # results written before the CPU was recorded have no entry
+        bf16 = "native bf16" if cpu["native_bf16"] else "no native bf16"
+        line += f"; CPU {cpu['model']} ({cpu['capability']}, {bf16})"
+    return line
 
 
 def _verdict_row(v: Verdict) -> str:

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from skiplab.hardware import AMPS
+
 SCHEDULES = ("step", "cosine", "onecycle")
 WARMUPS = ("auto", "error", "linear", "none")
 LOSSES = ("auto", "ce", "dice", "ce+dice")
-AMPS = ("none", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Each recipe is a row of overrides on top of the dataclass defaults (which are the paper's).
@@ -47,7 +48,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # Time to accuracy for a CIFAR ResNet (see benchmarks/fast_recipe.py): the data already live
     # on the device (DeviceLoader), a large batch, one-cycle, label smoothing, test-time flip,
-    # bf16 autocast, channels_last and torch.compile. skiplab choices, not a paper's.
+    # bf16 autocast where the device has it natively ("auto": fp32 elsewhere, see
+    # skiplab.hardware), channels_last and torch.compile. skiplab choices, not a paper's.
     "fast": {
         "schedule": "onecycle",
         "epochs": 20,
@@ -58,7 +60,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.2,
         "warmup": "none",
         "tta_flip": True,
-        "amp": "bf16",
+        "amp": "auto",
         "channels_last": True,
         "compile": True,
     },
@@ -84,7 +86,7 @@ class TrainConfig:
         seed: Seeds model init, data order, augmentation and dropout.
         recipe: Row of RECIPES applied before the user's values: "paper" (64000 steps),
             "cosine" (200 epochs), "onecycle" (30 epochs) or "fast" (20 epochs of batch 512,
-            one-cycle, label smoothing, test-time flip, bf16, channels_last, compile).
+            one-cycle, label smoothing, test-time flip, amp "auto", channels_last, compile).
         epochs, steps: Length of the run; set at most one (either replaces the recipe's).
         batch_size: Global batch size (divided evenly over distributed processes).
         lr: SGD learning rate (the peak of the one-cycle schedule).
@@ -107,8 +109,11 @@ class TrainConfig:
         augment: Random crop/flip (and rotations for segmentation) during training.
         tta_flip: Evaluate on each image and its mirror, averaging the logits.
         crop_size: Segmentation training crop (None: full image).
-        amp: "none", "bf16" or "fp16" (fp16 needs CUDA and uses a GradScaler).
-        channels_last, compile: Memory format and ``torch.compile``.
+        amp: Autocast precision: "none" (fp32), "bf16", "fp16" (needs CUDA; uses a GradScaler)
+            or "auto" (bf16 where the device has native bf16, else fp32; resolved when the
+            trainer is built, and saved resolved: ``skiplab.hardware.resolve_amp``).
+        channels_last: Model and batches in the channels-last memory format.
+        compile: ``torch.compile`` the network.
         compile_mode: ``torch.compile`` mode with ``compile``: "default", "reduce-overhead"
             (CUDA graphs: for small nets that are launch-bound on a GPU), "max-autotune" or
             "max-autotune-no-cudagraphs".

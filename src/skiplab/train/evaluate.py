@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.hardware import resolve_amp
 from skiplab.registry import create_model
 from skiplab.train.checkpoint import load_latest
 from skiplab.train.config import TrainConfig
@@ -26,7 +27,9 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(device: torch.device, amp: str):
-    """The autocast context for ``amp`` ("none", "bf16", "fp16")."""
+    """The autocast context for ``amp`` ("none", "bf16", "fp16", or "auto": what ``device``
+    runs natively, :func:`skiplab.hardware.resolve_amp`)."""
+    amp = resolve_amp(amp, device) if amp == "auto" else amp
     if amp == "none":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])

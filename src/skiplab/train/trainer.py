@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.hardware import describe_precision, resolve_amp
 from skiplab.train import build, distributed, runtime
 from skiplab.train.checkpoint import (
     LoadedCheckpoint,
@@ -133,6 +134,8 @@ class Trainer:
     def _build(self, cfg, model, train_data, val_data) -> None:
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("amp='fp16' needs CUDA, which is not available (use amp='bf16')")
+        # "auto" becomes what this device runs natively; the saved config holds the choice.
+        cfg = replace(cfg, amp=resolve_amp(cfg.amp, self.device))
         world = self.dist.world_size
         if cfg.batch_size % world:
             raise ValueError(
@@ -273,7 +276,8 @@ class Trainer:
         self.log(
             f"training {cfg.model or type(self.model).__name__} on {self.train_data.source}: "
             f"{self.total_steps} steps of {cfg.batch_size} ({self.steps_per_epoch} per epoch) "
-            f"on {self.device} x {self.dist.world_size} -> {self.out}"
+            f"on {self.device} x {self.dist.world_size} -> {self.out}; "
+            f"{describe_precision(cfg.amp, cfg.channels_last, self.device)}"
         )
         show = self.dist.is_main and (
             cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
