@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skiplab.complexity import count_macs, count_parameters, model_row
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.verdict import Verdict, make_verdict
 from skiplab.models.resnet_blocks import BasicBlock, Bottleneck
 
@@ -110,7 +110,7 @@ class ArchitectureTable(Experiment):
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
         rows = results["models"]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, axes = subplots(1, 2, figsize=(11, 3.8))
         names = [r["name"] for r in rows]
         colors = ["#888888" if r["source"] == "torchvision" else "#1f77b4" for r in rows]
         axes[0].bar(names, [r["params"] / 1e6 for r in rows], color=colors)
@@ -122,7 +122,7 @@ class ArchitectureTable(Experiment):
             ax.grid(axis="y", alpha=0.3)
         save_figure(fig, folder, "params_macs")
         cited = [r for r in rows if r["cited_top5"] is not None]
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = subplots(figsize=(5.5, 4))
         for r in cited:
             ax.scatter(r["macs"] / 1e9, r["cited_top5"], s=20 + r["params"] / 1e6 * 3)
             ax.annotate(r["name"], (r["macs"] / 1e9, r["cited_top5"]), fontsize=8)

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
+import matplotlib
+
 from skiplab.data import ArrayDataset
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import (
     DataPlan,
     RunOutcome,
@@ -171,8 +173,8 @@ class Degradation(Experiment):
         ]
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        colors = plt.get_cmap("viridis")
+        fig, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
+        colors = matplotlib.colormaps["viridis"]
         depths = results["depths"]
         for ax, kind in zip(axes, KINDS, strict=True):
             for i, depth in enumerate(depths):

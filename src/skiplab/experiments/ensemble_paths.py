@@ -34,7 +34,7 @@ from skiplab.analysis.paths import (
 from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data
 from skiplab.experiments.verdict import Verdict, make_verdict, undecidable_verdict
 from skiplab.train import evaluate
@@ -206,7 +206,7 @@ class EnsembleOfPaths(Experiment):
         return normal, down
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+        fig, axes = subplots(1, 3, figsize=(15, 3.8))
         for kind, color in (("residual", "#1f77b4"), ("plain", "#d62728")):
             r = results[kind]
             names = [row["block"] for row in r["single"]]
