@@ -24,6 +24,7 @@ from skiplab.complexity import count_macs, count_parameters, model_row
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.fileio import atomic_write_csv
 from skiplab.models.resnet_blocks import BasicBlock, Bottleneck
 
 # Cited ImageNet top-5 errors (%), with their source. Not measured by skiplab.
@@ -101,11 +102,8 @@ class ArchitectureTable(Experiment):
             cited = CITED_TOP5.get(r["name"])
             r["cited_top5"] = None if cited is None else cited[0]
             r["cited_source"] = None if cited is None else cited[1]
-        with open(folder / "table.csv", "w") as fh:
-            fh.write("name,source,params,macs,cited_top5\n")
-            for r in rows:
-                fh.write(f"{r['name']},{r['source']},{r['params']},{r['macs']},")
-                fh.write(f"{'' if r['cited_top5'] is None else r['cited_top5']}\n")
+        columns = ("name", "source", "params", "macs", "cited_top5")
+        atomic_write_csv(folder / "table.csv", columns, ([r[c] for c in columns] for r in rows))
         return {"input_size": list(SIZE), "models": rows, "units": unit_costs()}
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:

@@ -28,6 +28,7 @@ from skiplab.experiments.training import (
     train_run,
 )
 from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.fileio import atomic_write_csv
 
 
 @dataclass(frozen=True)
@@ -143,14 +144,22 @@ class Degradation(Experiment):
                             ],
                         }
                     )
-        with open(folder / "curves.csv", "w") as fh:
-            fh.write("kind,depth,seed,step,train_error,test_error\n")
-            for r in runs:
-                for row in r["curve"]:
-                    fh.write(
-                        f"{r['kind']},{r['depth']},{r['seed']},{row['step']},"
-                        f"{row['train_error']},{row['val_error']}\n"
-                    )
+        atomic_write_csv(
+            folder / "curves.csv",
+            ("kind", "depth", "seed", "step", "train_error", "test_error"),
+            (
+                [
+                    r["kind"],
+                    r["depth"],
+                    r["seed"],
+                    row["step"],
+                    row["train_error"],
+                    row["val_error"],
+                ]
+                for r in runs
+                for row in r["curve"]
+            ),
+        )
         return {
             "budget": settings.budget,
             "depths": list(budget.depths),

@@ -37,6 +37,7 @@ from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data
 from skiplab.experiments.verdict import Verdict, make_verdict, undecidable_verdict
+from skiplab.fileio import atomic_write_csv
 from skiplab.train import evaluate
 
 BARELY, DESTROYS = 0.2, 0.5
@@ -190,11 +191,15 @@ class EnsembleOfPaths(Experiment):
                     "total_gradient": [total[k] for k in range(n + 1)],
                     "effective_range": [lo, hi],
                 }
-        with open(folder / "single_lesions.csv", "w") as fh:
-            fh.write("net,block,error\n")
-            for kind in ("residual", "plain"):
-                for row in out[kind]["single"]:
-                    fh.write(f"{kind},{row['block']},{row['error']}\n")
+        atomic_write_csv(
+            folder / "single_lesions.csv",
+            ("net", "block", "error"),
+            (
+                (kind, row["block"], row["error"])
+                for kind in ("residual", "plain")
+                for row in out[kind]["single"]
+            ),
+        )
         return out
 
     def _damages(self, results: dict, kind: str) -> tuple[list[float], list[float]]:
