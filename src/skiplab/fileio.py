@@ -1,4 +1,4 @@
-"""File helpers every part of skiplab shares: digests and atomic writes.
+"""File helpers every part of skiplab shares: digests, atomic writes and CSV files.
 
 An atomic write puts the bytes in a temporary file in the same folder (same file system, so
 ``os.replace`` is atomic), flushes and fsyncs it, replaces the target, and fsyncs the folder so
@@ -9,8 +9,11 @@ cleans at the next start.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
@@ -49,3 +52,21 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """``header`` and ``rows`` as CSV text (``csv.writer``: a comma, quote or newline in a cell
+    is quoted; ``None`` is an empty cell; lines end with ``\\n``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a CSV row of {len(row)} cells for {len(header)} columns: {row!r}")
+        writer.writerow(["" if v is None else v for v in row])
+    return buffer.getvalue()
+
+
+def atomic_write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """Write a CSV file (see ``csv_text``) atomically; return its sha256."""
+    return atomic_write(path, csv_text(header, rows).encode())

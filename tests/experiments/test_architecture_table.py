@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -25,7 +26,13 @@ def test_results_file_records_counts_and_environment(run_dir):
     assert by["resnet152"]["params"] == 60_192_808
     assert by["resnet50"]["macs"] / 1e9 == pytest.approx(4.089, rel=0.01)
     assert record.environment["torch"] and record.environment["git_revision"]
-    assert (run_dir / "architecture-table" / "table.csv").read_text().count("\n") == 9
+    with open(run_dir / "architecture-table" / "table.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["name"] for r in table] == [r["name"] for r in record.results["models"]]
+    by_csv = {r["name"]: r for r in table}
+    assert int(by_csv["vgg19"]["params"]) == 143_667_240
+    assert float(by_csv["resnet50"]["cited_top5"]) == by["resnet50"]["cited_top5"] == 5.25
+    assert by_csv["vgg19"]["cited_top5"] in ("", str(by["vgg19"]["cited_top5"]))
 
 
 def test_report_has_the_claims_and_figures(run_dir):

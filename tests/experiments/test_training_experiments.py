@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -198,6 +199,13 @@ def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
     paths = results["paths"]
     assert paths["units"] == 6 and len(paths["total_gradient"]) == 7
     assert abs(sum(paths["distribution"]) - 1) < 1e-12
+    with open(run_dir / "ensemble-of-paths" / "single_lesions.csv", newline="") as fh:
+        table = [(r["net"], r["block"], float(r["error"])) for r in csv.DictReader(fh)]
+    assert table == [
+        (kind, row["block"], row["error"])
+        for kind in ("residual", "plain")
+        for row in results[kind]["single"]
+    ]
     report = build_report(run_dir, [ensemble_paths.EnsembleOfPaths()]).read_text()
     assert report.count("| ensemble-of-paths |") == 4
 

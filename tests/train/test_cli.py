@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,11 +58,11 @@ def test_train_then_eval_classification(tmp_path, capsys):
     assert (saved["warmup"], saved["loss"], saved["val_split"]) == ("none", "ce", "test")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [6]
-    csv = (run / "metrics.csv").read_text().splitlines()
-    assert csv[0] == (
+    metrics_csv = (run / "metrics.csv").read_text().splitlines()
+    assert metrics_csv[0] == (
         "step,epoch,lr,train_loss,train_error,val_loss,val_error,val_top5_error,seconds"
     )
-    assert len(csv) == 2
+    assert len(metrics_csv) == 2
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "step-00000006.json",
         "step-00000006.safetensors",
@@ -78,8 +80,8 @@ def test_train_then_eval_classification(tmp_path, capsys):
 
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(2):
-        write_png(images / f"{i}.png", torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8))
+    for name in ("0.png", 'a,"b".png'):  # a comma and quotes in a file name stay one cell
+        write_png(images / name, torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8))
     assert (
         main(
             [
@@ -95,8 +97,11 @@ def test_train_then_eval_classification(tmp_path, capsys):
         )
         == 0
     )
-    lines = (tmp_path / "pred" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "file,class,probability" and len(lines) == 3
+    with open(tmp_path / "pred" / "predictions.csv", newline="") as fh:
+        predictions = list(csv.DictReader(fh))
+    assert list(predictions[0]) == ["file", "class", "probability"]
+    assert sorted(Path(r["file"]).name for r in predictions) == ["0.png", 'a,"b".png']
+    assert all(r["class"] and 0 < float(r["probability"]) <= 1 for r in predictions)
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -22,8 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skiplab.complexity import count_macs, count_parameters, model_row
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.fileio import atomic_write_csv
 from skiplab.models.resnet_blocks import BasicBlock, Bottleneck
 
 # Cited ImageNet top-5 errors (%), with their source. Not measured by skiplab.
@@ -101,16 +102,13 @@ class ArchitectureTable(Experiment):
             cited = CITED_TOP5.get(r["name"])
             r["cited_top5"] = None if cited is None else cited[0]
             r["cited_source"] = None if cited is None else cited[1]
-        with open(folder / "table.csv", "w") as fh:
-            fh.write("name,source,params,macs,cited_top5\n")
-            for r in rows:
-                fh.write(f"{r['name']},{r['source']},{r['params']},{r['macs']},")
-                fh.write(f"{'' if r['cited_top5'] is None else r['cited_top5']}\n")
+        columns = ("name", "source", "params", "macs", "cited_top5")
+        atomic_write_csv(folder / "table.csv", columns, ([r[c] for c in columns] for r in rows))
         return {"input_size": list(SIZE), "models": rows, "units": unit_costs()}
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
         rows = results["models"]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, axes = subplots(1, 2, figsize=(11, 3.8))
         names = [r["name"] for r in rows]
         colors = ["#888888" if r["source"] == "torchvision" else "#1f77b4" for r in rows]
         axes[0].bar(names, [r["params"] / 1e6 for r in rows], color=colors)
@@ -122,7 +120,7 @@ class ArchitectureTable(Experiment):
             ax.grid(axis="y", alpha=0.3)
         save_figure(fig, folder, "params_macs")
         cited = [r for r in rows if r["cited_top5"] is not None]
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = subplots(figsize=(5.5, 4))
         for r in cited:
             ax.scatter(r["macs"] / 1e9, r["cited_top5"], s=20 + r["params"] / 1e6 * 3)
             ax.annotate(r["name"], (r["macs"] / 1e9, r["cited_top5"]), fontsize=8)

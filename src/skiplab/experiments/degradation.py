@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 
+import matplotlib
+
 from skiplab.data import ArrayDataset
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import (
     DataPlan,
     RunOutcome,
@@ -26,6 +28,7 @@ from skiplab.experiments.training import (
     train_run,
 )
 from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.fileio import atomic_write_csv
 
 
 @dataclass(frozen=True)
@@ -141,14 +144,22 @@ class Degradation(Experiment):
                             ],
                         }
                     )
-        with open(folder / "curves.csv", "w") as fh:
-            fh.write("kind,depth,seed,step,train_error,test_error\n")
-            for r in runs:
-                for row in r["curve"]:
-                    fh.write(
-                        f"{r['kind']},{r['depth']},{r['seed']},{row['step']},"
-                        f"{row['train_error']},{row['val_error']}\n"
-                    )
+        atomic_write_csv(
+            folder / "curves.csv",
+            ("kind", "depth", "seed", "step", "train_error", "test_error"),
+            (
+                [
+                    r["kind"],
+                    r["depth"],
+                    r["seed"],
+                    row["step"],
+                    row["train_error"],
+                    row["val_error"],
+                ]
+                for r in runs
+                for row in r["curve"]
+            ),
+        )
         return {
             "budget": settings.budget,
             "depths": list(budget.depths),
@@ -171,8 +182,8 @@ class Degradation(Experiment):
         ]
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        colors = plt.get_cmap("viridis")
+        fig, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
+        colors = matplotlib.colormaps["viridis"]
         depths = results["depths"]
         for ax, kind in zip(axes, KINDS, strict=True):
             for i, depth in enumerate(depths):

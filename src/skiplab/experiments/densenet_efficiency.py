@@ -17,7 +17,7 @@ import torch
 from skiplab import create_model
 from skiplab.complexity import count_parameters
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 
@@ -100,7 +100,7 @@ class DenseNetEfficiency(Experiment):
         return next(r["params"] for r in results["runs"] if r["net"] == net)
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = subplots(figsize=(5.5, 4))
         for net in results["nets"]:
             ax.scatter(self._params(results, net) / 1e6, mean(self._errors(results, net)))
             ax.annotate(

@@ -34,9 +34,10 @@ from skiplab.analysis.paths import (
 from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data
 from skiplab.experiments.verdict import Verdict, make_verdict, undecidable_verdict
+from skiplab.fileio import atomic_write_csv
 from skiplab.train import evaluate
 
 BARELY, DESTROYS = 0.2, 0.5
@@ -190,11 +191,15 @@ class EnsembleOfPaths(Experiment):
                     "total_gradient": [total[k] for k in range(n + 1)],
                     "effective_range": [lo, hi],
                 }
-        with open(folder / "single_lesions.csv", "w") as fh:
-            fh.write("net,block,error\n")
-            for kind in ("residual", "plain"):
-                for row in out[kind]["single"]:
-                    fh.write(f"{kind},{row['block']},{row['error']}\n")
+        atomic_write_csv(
+            folder / "single_lesions.csv",
+            ("net", "block", "error"),
+            (
+                (kind, row["block"], row["error"])
+                for kind in ("residual", "plain")
+                for row in out[kind]["single"]
+            ),
+        )
         return out
 
     def _damages(self, results: dict, kind: str) -> tuple[list[float], list[float]]:
@@ -206,7 +211,7 @@ class EnsembleOfPaths(Experiment):
         return normal, down
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+        fig, axes = subplots(1, 3, figsize=(15, 3.8))
         for kind, color in (("residual", "#1f77b4"), ("plain", "#d62728")):
             r = results[kind]
             names = [row["block"] for row in r["single"]]

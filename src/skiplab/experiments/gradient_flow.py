@@ -24,7 +24,7 @@ from skiplab import create_model
 from skiplab.analysis.gradient_flow import block_jacobian_terms, gradient_norms
 from skiplab.data import DeviceLoader
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 
@@ -156,7 +156,7 @@ class GradientFlow(Experiment):
     def figures(self, results: dict, folder: Path) -> list[Figure]:
         figs = []
         for when in ("init", "trained"):
-            fig, axes = plt.subplots(1, len(KINDS), figsize=(14, 3.6), sharey=True)
+            fig, axes = subplots(1, len(KINDS), figsize=(14, 3.6), sharey=True)
             for ax, kind in zip(axes, KINDS, strict=True):
                 for row in results["nets"]:
                     if row["kind"] != kind or when not in row:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from skiplab.analysis.lesion import lesion_single_blocks
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 from skiplab.train import NonFiniteLoss, evaluate
@@ -154,7 +154,7 @@ class HighwayVsResidual(Experiment):
         ]
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+        fig, axes = subplots(1, 3, figsize=(15, 3.8))
         depths = results["depths"]
         for kind in KINDS:
             vals = [

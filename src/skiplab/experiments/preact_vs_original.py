@@ -22,7 +22,7 @@ import torch
 
 from skiplab import create_model
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict, undecidable_verdict
 
@@ -132,7 +132,7 @@ class PreactVsOriginal(Experiment):
         return [o - p for o, p in zip(orig, pre, strict=True)]
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = subplots(1, 2, figsize=(11, 4))
         for depth, color in zip(results["depths"], ("#1f77b4", "#d62728"), strict=False):
             for order, style in (("original", "--"), ("preact", "-")):
                 runs = [r for r in results["runs"] if r["order"] == order and r["depth"] == depth]

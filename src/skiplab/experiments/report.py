@@ -12,20 +12,27 @@ import html
 import re
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure as MplFigure
 
-matplotlib.use("Agg")  # no display; must precede pyplot imports anywhere in skiplab
-import matplotlib.pyplot as plt  # noqa: E402
+from skiplab.experiments.base import Experiment, Figure, load_results
+from skiplab.experiments.verdict import Verdict
 
-from skiplab.experiments.base import Experiment, Figure, load_results  # noqa: E402
-from skiplab.experiments.verdict import Verdict  # noqa: E402
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """``plt.subplots`` without pyplot: a ``matplotlib.figure.Figure`` and its axes.
+
+    The figure is not registered with pyplot, so skiplab never chooses or switches the
+    process's plotting backend (a notebook keeps its inline backend); ``savefig`` renders it
+    with the canvas of the file format.
+    """
+    fig = MplFigure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save_figure(fig, folder: Path, stem: str) -> None:
-    """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder`` and close it."""
+    """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder``."""
     fig.savefig(folder / f"{stem}.png", dpi=120, bbox_inches="tight")
     fig.savefig(folder / f"{stem}.svg", bbox_inches="tight")
-    plt.close(fig)
 
 
 def _cell(text: str) -> str:
@@ -169,4 +176,4 @@ def markdown_to_html(text: str) -> str:
     return f"<!doctype html><meta charset=utf-8><style>{style}</style>\n" + "\n".join(out)
 
 
-__all__ = ["Figure", "build_report", "markdown_to_html", "save_figure"]
+__all__ = ["Figure", "build_report", "markdown_to_html", "save_figure", "subplots"]

@@ -25,7 +25,7 @@ import torch
 
 from skiplab.data import ArrayDataset, DeviceLoader, load_dataset
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import plt, save_figure
+from skiplab.experiments.report import save_figure, subplots
 from skiplab.experiments.training import train_runs
 from skiplab.experiments.verdict import Verdict, make_verdict
 from skiplab.train import evaluate
@@ -185,9 +185,7 @@ class _SegmentationAblation(Experiment):
         samples = torch.load(folder / "predictions.pt", weights_only=True)["samples"]
         labels = list(results["variants"])
         cols = ["image", "truth", *labels]
-        fig, axes = plt.subplots(
-            len(samples), len(cols), figsize=(2.6 * len(cols), 2.6 * len(samples))
-        )
+        fig, axes = subplots(len(samples), len(cols), figsize=(2.6 * len(cols), 2.6 * len(samples)))
         for r, sample in enumerate(samples):
             for c, key in enumerate(cols):
                 ax = axes[r][c] if len(samples) > 1 else axes[c]

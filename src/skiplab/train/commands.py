@@ -244,7 +244,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from skiplab.data.imagefolder import decode_image
-    from skiplab.fileio import atomic_write
+    from skiplab.fileio import atomic_write, atomic_write_csv
     from skiplab.train.distributed import resolve_device
     from skiplab.train.evaluate import load_run
 
@@ -262,7 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     classes = meta["classes"]
-    rows = ["file,class,probability"]
+    rows = []
     with torch.no_grad():
         for path in files:
             array = decode_image(path.read_bytes(), str(path), modes=(mode,))
@@ -280,10 +280,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{path} -> {out / (path.stem + '.png')}")
             else:
                 p, k = probs.max(dim=0)
-                rows.append(f"{path},{classes[int(k)]},{float(p):.4f}")
+                rows.append((str(path), classes[int(k)], f"{float(p):.4f}"))
                 print(f"{path}\t{classes[int(k)]}\t{float(p):.4f}")
     if meta["task"] == "classification":
-        atomic_write(out / "predictions.csv", ("\n".join(rows) + "\n").encode())
+        atomic_write_csv(out / "predictions.csv", ("file", "class", "probability"), rows)
     return 0
 
 
