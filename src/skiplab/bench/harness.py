@@ -13,7 +13,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from skiplab.bench.config import SIDES, BenchConfig, Case, all_cases
 from skiplab.bench.memory import child_peak
 from skiplab.bench.runners import Runner, bench_data, build_runner
+from skiplab.provenance import git_revision
 
 
 def _sync(device: torch.device) -> None:
@@ -122,7 +122,7 @@ def machine_info(device: str) -> dict:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "device": device,
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -137,24 +137,6 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
-
-
-def _git_revision() -> str | None:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("+dirty" if dirty else "")) or None
 
 
 def _command() -> str:

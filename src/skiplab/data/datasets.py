@@ -68,8 +68,8 @@ def load_dataset(
         download: Fetch the official CIFAR archive if it is not found (never otherwise); for
             ``torchvision:X``, passed to torchvision.
         seed: Seed of the synthetic data and of the ISBI 2012 train/val split.
-        cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE`` or
-            ``.cache/skiplab`` under the current directory.
+        cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE``, else
+            ``$XDG_CACHE_HOME/skiplab``, else ``~/.cache/skiplab``.
 
     Raises:
         ValueError: for an unknown name or split, or a data layout that does not match,
