@@ -19,12 +19,31 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from skiplab.train.config import (
+    AMPS,
+    COMPILE_MODES,
+    LOSSES,
+    PROGRESS,
+    RECIPES,
     RUNTIME_FIELDS,
+    SCHEDULES,
+    WARMUPS,
     TrainConfig,
     field_help,
     read_config_file,
     resolve_config,
 )
+
+# The options whose values are a fixed set: argparse refuses others at once, and shell
+# completion can offer them. Taken from the constants TrainConfig checks against.
+CHOICES = {
+    "recipe": tuple(RECIPES),
+    "schedule": SCHEDULES,
+    "warmup": WARMUPS,
+    "loss": LOSSES,
+    "amp": AMPS,
+    "compile_mode": COMPILE_MODES,
+    "progress": PROGRESS,
+}
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -89,6 +108,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         hint, default = hints[f.name], getattr(defaults, f.name)
         text = f"{docs[f.name]} (default: {default})".replace("%", "%%")
         kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if f.name in CHOICES:
+            kw["choices"] = CHOICES[f.name]
         if f.name == "model_args":
             p.add_argument(
                 "--model-arg",
