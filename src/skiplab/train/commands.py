@@ -62,6 +62,12 @@ def add_train_commands(sub) -> None:
         action="store_true",
         help="continue the run in --out from its newest valid checkpoint",
     )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the metrics rows as TensorBoard scalars to OUT/tensorboard "
+        "(pip install 'skiplab[tensorboard]')",
+    )
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -180,7 +186,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(read_config_file(args.config) if args.config else {}, values)
         if cfg.model is None:
             raise ValueError("--model is required (see `skiplab models`)")
-    trainer = Trainer(cfg, resume=args.resume)
+    callbacks = []
+    if args.tensorboard:
+        from skiplab.train.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger())
+    trainer = Trainer(cfg, resume=args.resume, callbacks=callbacks)
     try:
         result = trainer.fit()
     except NonFiniteLoss as exc:
