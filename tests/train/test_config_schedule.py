@@ -127,7 +127,7 @@ def test_help_texts_describe_their_own_option():
     options = _train_options()
     assert "torch.compile" not in options["channels_last"].help
     assert "memory format" in options["channels_last"].help
-    assert options["compile"].help.startswith("Compile the model with torch.compile")
+    assert options["compile"].help.startswith("torch.compile the network")
     assert "weight decay" not in options["momentum"].help
     assert "Nesterov" in options["nesterov"].help and "L2" in options["weight_decay"].help
     assert not [a.dest for a in options.values() if a.help and "``" in a.help]

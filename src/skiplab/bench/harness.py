@@ -24,7 +24,6 @@ from tqdm import tqdm
 from skiplab.bench.config import SIDES, BenchConfig, Case, all_cases
 from skiplab.bench.memory import child_peak
 from skiplab.bench.runners import Runner, bench_data, build_runner
-from skiplab.provenance import git_revision
 
 
 def _sync(device: torch.device) -> None:
@@ -122,7 +121,7 @@ def machine_info(device: str) -> dict:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "device": device,
-        "git_revision": git_revision(),
+        "git_revision": _git_revision(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -137,6 +136,12 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def _git_revision() -> str | None:
+    from skiplab.provenance import git_revision  # the one implementation
+
+    return git_revision()
 
 
 def _command() -> str:

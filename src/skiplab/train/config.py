@@ -111,8 +111,8 @@ class TrainConfig:
         tta_flip: Evaluate on each image and its mirror, averaging the logits.
         crop_size: Segmentation training crop (None: full image).
         amp: "none", "bf16" or "fp16" (fp16 needs CUDA and uses a GradScaler).
-        channels_last: Model and batches in the channels_last memory format.
-        compile: Compile the model with ``torch.compile``.
+        channels_last: Model and batches in the channels-last memory format.
+        compile: ``torch.compile`` the network.
         compile_mode: ``torch.compile`` mode with ``compile``: "default", "reduce-overhead"
             (CUDA graphs: for small nets that are launch-bound on a GPU), "max-autotune" or
             "max-autotune-no-cudagraphs".
