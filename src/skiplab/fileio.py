@@ -30,12 +30,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def atomic_write(path: str | Path, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically (creating the folder); return its sha256."""
+    return atomic_write_parts(path, [data])
+
+
+def atomic_write_parts(path: str | Path, parts: Iterable[bytes | memoryview]) -> str:
+    """:func:`atomic_write` of the concatenated ``parts``, written one by one (never joined
+    in memory); return the sha256 of the whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            for part in parts:
+                digest.update(part)
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -43,7 +52,7 @@ def atomic_write(path: str | Path, data: bytes) -> str:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
-    return hashlib.sha256(data).hexdigest()
+    return digest.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

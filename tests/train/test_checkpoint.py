@@ -167,3 +167,28 @@ def test_eval_refuses_malicious_weights_file(tmp_path, capsys):
     assert code == 2
     assert "refusing to load" in capsys.readouterr().err
     assert not sentinel.exists()
+
+
+def _replant(manifest: Path, role: str, data: bytes) -> None:
+    """Replace one file of a checkpoint and fix its size and digest in the manifest."""
+    entry = json.loads(manifest.read_text())
+    (manifest.parent / entry["files"][role]["name"]).write_bytes(data)
+    entry["files"][role].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    manifest.write_text(json.dumps(entry))
+
+
+def test_lengths_declared_inside_the_files_are_checked_before_reading(tmp_path):
+    import struct
+
+    manifest = _write(tmp_path, 1)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2**30], "data_offsets": [0, 2**32]}})
+    _replant(manifest, "weights", struct.pack("<Q", len(header)) + header.encode() + bytes(8))
+    with pytest.raises(InvalidCheckpoint, match=r"tensor 'w' declares 4.0 GiB .* holds 8 bytes"):
+        load_checkpoint(manifest)
+    manifest = _write(tmp_path, 2)
+    state = bytearray((tmp_path / "step-00000002.state.pt").read_bytes())
+    at = state.find(b"PK\x01\x02")  # the first central directory entry: its uncompressed size
+    state[at + 24 : at + 28] = struct.pack("<I", 3 * 2**30)
+    _replant(manifest, "state", bytes(state))
+    with pytest.raises(InvalidCheckpoint, match=r"step-00000002.state.pt: its record .* 3.0 GiB"):
+        load_checkpoint(manifest)

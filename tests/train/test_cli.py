@@ -263,3 +263,20 @@ def test_eval_public_resnet20_on_shared_cifar10(shared_dir, tmp_path, monkeypatc
     result = json.loads(capsys.readouterr().out)
     assert result["samples"] == 10000
     assert result["error"] == pytest.approx(1 - 0.8103, abs=5e-5)
+
+
+def test_max_dataset_bytes_option(tmp_path, capsys, monkeypatch):
+    from skiplab.data.limits import ENV_VAR
+    from tests.data._fixtures import make_imagefolder
+
+    monkeypatch.delenv(ENV_VAR, raising=False)  # restored after the test
+    make_imagefolder(tmp_path / "tree")
+    args = ["train", "--model", "resnet20", "--data", "imagefolder", "--data-dir",
+            str(tmp_path / "tree"), "--steps", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main([*args, "--max-dataset-bytes", "1KiB"]) == 2
+    err = capsys.readouterr().err
+    assert "above the bound of 1.0 KiB (1024 bytes) (max_dataset_bytes" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".cache").exists()
+    with pytest.raises(SystemExit):
+        main([*args, "--max-dataset-bytes", "lots"])
+    assert "expected a byte count such as 4294967296, 4GiB or 512MiB" in capsys.readouterr().err

@@ -6,6 +6,11 @@ archive root. Links of any kind, devices, FIFOs, absolute names, ``..`` componen
 separators and duplicate names are refused with the member's name in the error. Refusing every
 link also closes the classic escapes (a symlink to ``/tmp`` followed by a member written
 through it, a hard link to ``/etc/passwd``, a link to the destination itself).
+
+Sizes are checked from the headers too, before any member's data is read (see
+:mod:`skiplab.data.limits`): an image member above 64 MiB, a zip member whose compression ratio
+is absurd for its type, and an archive whose members expand to more than ``max_dataset_bytes``
+are refused, naming the member, its declared size and the bound.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from skiplab.data.limits import Budget, check_member, format_bytes, max_dataset_bytes
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 ZIP_SUFFIXES = (".zip",)
@@ -120,28 +127,59 @@ def open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
         yield tf
 
 
-def validate_tar(tf: tarfile.TarFile, archive: Path) -> list[tuple[Member, tarfile.TarInfo]]:
-    """Check every member of an open tar file (reads the whole member table first)."""
-    try:
-        infos = tf.getmembers()
-    except _READ_ERRORS as err:
-        raise ValueError(f"cannot read {archive} as a tar archive: {err}") from err
+def validate_tar(
+    tf: tarfile.TarFile,
+    archive: Path,
+    max_bytes: int | None = None,
+    max_member: tuple[int, str] | None = None,
+) -> list[tuple[Member, tarfile.TarInfo]]:
+    """Check every member of an open tar file, each as soon as its header is read.
+
+    A member is checked before the next header is looked for, which in a compressed archive
+    means before its data is decompressed: an oversized member is refused at once. The
+    expanded size counted against ``max_bytes`` (default: :func:`~skiplab.data.limits.
+    max_dataset_bytes`) is the tar stream's: headers plus data padded to 512-byte blocks.
+    ``max_member`` = ``(bytes, "a CIFAR batch file")`` bounds every file member.
+    """
+    budget = Budget(f"archive {archive}", max_bytes)
     checked = []
-    for info in infos:
+    while True:
+        try:
+            info = tf.next()
+        except _READ_ERRORS as err:
+            raise ValueError(f"cannot read {archive} as a tar archive: {err}") from err
+        if info is None:
+            break
         if not (info.isreg() or info.isdir()):
             raise ValueError(
                 f"refusing archive {archive}: member {info.name!r} is {_tar_type(info)}; "
                 "only regular files and directories are allowed"
             )
         path = normalise_member_name(info.name, archive, info.isdir())
+        if info.isreg():
+            check_member(archive, info.name, info.size)
+            if max_member is not None and info.size > max_member[0]:
+                raise ValueError(
+                    f"refusing archive {archive}: member {info.name!r} declares "
+                    f"{format_bytes(info.size)}, above the bound of "
+                    f"{format_bytes(max_member[0])} for {max_member[1]}"
+                )
+        padded = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        budget.add(
+            info.offset_data - info.offset + padded,
+            f"member {info.name!r} (declared {format_bytes(info.size)})",
+        )
         if path:  # "./" is the archive root itself
             checked.append((Member(path, info.isdir(), info.size), info))
     _check_unique([m for m, _ in checked], archive)
     return checked
 
 
-def validate_zip(zf: zipfile.ZipFile, archive: Path) -> list[tuple[Member, zipfile.ZipInfo]]:
-    """Check every member of an open zip file."""
+def validate_zip(
+    zf: zipfile.ZipFile, archive: Path, max_bytes: int | None = None
+) -> list[tuple[Member, zipfile.ZipInfo]]:
+    """Check every member of an open zip file, sizes and compression ratios included."""
+    budget = Budget(f"archive {archive}", max_bytes)
     checked = []
     for info in zf.infolist():
         mode = info.external_attr >> 16  # Unix mode bits, when the zip was made on Unix
@@ -156,6 +194,11 @@ def validate_zip(zf: zipfile.ZipFile, archive: Path) -> list[tuple[Member, zipfi
                 f"(mode {oct(mode)}); only regular files and directories are allowed"
             )
         path = normalise_member_name(info.filename, archive, info.is_dir())
+        if not info.is_dir():
+            check_member(archive, info.filename, info.file_size, info.compress_size)
+        budget.add(
+            info.file_size, f"member {info.filename!r} (declared {format_bytes(info.file_size)})"
+        )
         if path:
             checked.append((Member(path, info.is_dir(), info.file_size), info))
     _check_unique([m for m, _ in checked], archive)
@@ -172,7 +215,7 @@ def _open_zip(archive: Path) -> Iterator[zipfile.ZipFile]:
         yield zf
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
+def safe_extract(archive: str | Path, dest: str | Path, max_bytes: int | str | None = None) -> Path:
     """Extract a ``.tar``/``.tar.gz``/``.tgz``/``.zip`` into ``dest``, all or nothing.
 
     Every member is validated before anything is written (see the module docstring). The
@@ -183,12 +226,15 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     Args:
         archive: The archive file.
         dest: Folder to create; it must not exist yet, or be an empty folder.
+        max_bytes: Bound on the expanded size (default: ``$SKIPLAB_MAX_DATASET_BYTES`` or
+            4 GiB; see :mod:`skiplab.data.limits`).
 
     Returns:
         ``dest`` as a Path.
 
     Raises:
-        ValueError: for an unknown archive type, a non-empty ``dest`` or a refused member.
+        ValueError: for an unknown archive type, a non-empty ``dest``, a refused member, or
+            a member that cannot be read (damaged data, a CRC that does not match).
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -201,7 +247,8 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
 
     opener = open_tar if kind == "tar" else _open_zip
     with opener(archive) as handle:
-        checked = validate_tar(handle, archive) if kind == "tar" else validate_zip(handle, archive)
+        validate = validate_tar if kind == "tar" else validate_zip
+        checked = validate(handle, archive, max_dataset_bytes(max_bytes))
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
         try:
@@ -211,11 +258,18 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                src = handle.extractfile(info) if kind == "tar" else handle.open(info)
                 # "xb": never open an existing path (so never write through anything but
                 # the fresh file); permissions come from the umask, never from the archive.
-                with src, open(target, "xb") as out:
-                    shutil.copyfileobj(src, out)
+                # Streamed: never more than one buffer of a member in memory. Neither format
+                # yields more than the declared size that was checked above.
+                try:
+                    src = handle.extractfile(info) if kind == "tar" else handle.open(info)
+                    with src, open(target, "xb") as out:
+                        shutil.copyfileobj(src, out)
+                except _READ_ERRORS as err:
+                    raise ValueError(
+                        f"cannot extract member {member.path!r} of {archive}: {err}"
+                    ) from err
             if dest.exists():
                 dest.rmdir()  # empty, checked above
             os.replace(tmp, dest)

@@ -2,10 +2,13 @@
 
 A cache file holds uint8 images, int64 targets and string metadata (classes, mean, std, the
 source). It is written atomically (temporary file in the same folder, flush + fsync,
-``os.replace``), so a reader sees either nothing or a complete file, and read with safetensors,
-which cannot execute code. The SHA-256 of the tensors is stored in the metadata and checked on
-every load; a file that fails the check is reported with a warning and rebuilt by the caller,
-never used.
+``os.replace``), so a reader sees either nothing or a complete file, streamed from the tensors'
+memory (the safetensors layout written here, so that no copy of the dataset is made), and read
+with safetensors,
+which cannot execute code, after its header was checked: no tensor may declare more bytes
+than the file holds, or than ``max_dataset_bytes`` together. The SHA-256 of the tensors is
+stored in the metadata and checked on every load; a file that fails a check is reported with a
+warning and rebuilt by the caller, never used.
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as save_safetensors
 
-from skiplab.fileio import atomic_write
+from skiplab.data.limits import check_safetensors
+from skiplab.fileio import atomic_write_parts
 
 CACHE_VERSION = "1"  # bump when the decoded format changes; old files are then ignored
+_DTYPES = {torch.uint8: "U8", torch.int64: "I64", torch.float32: "F32"}
 
 
 def default_cache_dir() -> Path:
@@ -55,11 +61,37 @@ def save_cached(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Non
         "checksum": tensors_checksum(tensors),
         "meta": json.dumps(meta, sort_keys=True),
     }
-    atomic_write(path, save_safetensors(tensors, metadata=header))
+    atomic_write_parts(path, safetensors_parts(tensors, header))
 
 
-def load_cached(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+def safetensors_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Iterator:
+    """The safetensors file of contiguous CPU ``tensors``: the header, then each tensor's
+    memory as it is (widest dtype first, so every tensor stays aligned)."""
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for k in order:
+        t = tensors[k]
+        nbytes = t.numel() * t.element_size()
+        header[k] = {
+            "dtype": _DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    yield struct.pack("<Q", len(text)) + text
+    for k in order:
+        yield memoryview(tensors[k].reshape(-1).view(torch.uint8).numpy())
+
+
+def load_cached(
+    path: Path, max_bytes: int | None = None
+) -> tuple[dict[str, torch.Tensor], dict] | None:
     """The tensors and metadata stored at ``path``; None if there is no valid file.
+
+    ``max_bytes`` bounds the tensors' declared size (none: only the file's own size).
 
     A file that exists but cannot be read or fails its checksum is reported with a
     ``UserWarning`` (so that the caller's rebuild is never silent) and None is returned.
@@ -67,6 +99,7 @@ def load_cached(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
     if not path.is_file():
         return None
     try:
+        check_safetensors(path, max_bytes)
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
             if header.get("version") != CACHE_VERSION:

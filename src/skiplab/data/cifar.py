@@ -3,7 +3,11 @@
 The batch files are Python pickles. They are read with :class:`RestrictedUnpickler`, which
 can build dicts, lists, strings, ints and numpy arrays and nothing else: any other global a
 pickle asks for (``os.system``, ``builtins.eval``, ...) is refused before it is looked up, so a
-tampered file cannot run code.
+tampered file cannot run code. Sizes are checked before anything is read or allocated: each
+file (or archive member) against 256 MiB, the files together against ``max_dataset_bytes``,
+and every length declared inside a pickle against the bytes that follow it (see
+:mod:`skiplab.data.limits`); numpy arrays must be pickled the way numpy does it, starting from
+an empty array.
 
 Layouts accepted (``root`` is ``data_dir``):
     ``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``,
@@ -15,6 +19,7 @@ Layouts accepted (``root`` is ``data_dir``):
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,13 @@ import torch
 from skiplab.data.archives import fingerprint_dir, open_tar, validate_tar
 from skiplab.data.dataset import ArrayDataset
 from skiplab.data.download import download_file
+from skiplab.data.limits import (
+    MAX_CIFAR_FILE_BYTES,
+    Budget,
+    check_file_size,
+    check_pickle_lengths,
+    format_bytes,
+)
 from skiplab.fileio import sha256_file
 
 
@@ -76,9 +88,26 @@ _ALLOWED_GLOBALS = {
 }
 
 
-def _reconstruct():
+class Refused(ValueError):
+    """The file asks for something a CIFAR batch never holds."""
+
+
+def _reconstruct(where: str):
     core = getattr(np, "_core", None)  # numpy >= 2; numpy 1 calls it numpy.core
-    return (core if core is not None else np.core).multiarray._reconstruct
+    reconstruct = (core if core is not None else np.core).multiarray._reconstruct
+
+    def empty_only(subtype, shape, dtype):
+        # numpy pickles every array as _reconstruct(ndarray, (0,), b'b') and then sets its
+        # shape and bytes, which numpy checks against each other; any other shape would
+        # allocate here, from nothing but a number in the file.
+        if subtype is not np.ndarray or math.prod(shape) != 0:
+            raise Refused(
+                f"refusing to unpickle {where}: it asks numpy for an array of shape "
+                f"{tuple(shape)} before its data (numpy pickles arrays from shape (0,))"
+            )
+        return reconstruct(subtype, shape, dtype)
+
+    return empty_only
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -90,21 +119,28 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise ValueError(
+            raise Refused(
                 f"refusing to unpickle {self.where}: it asks for the global {module}.{name}, "
                 "but a CIFAR batch file holds only dicts, lists, strings, ints and numpy arrays "
                 f"(allowed globals: {sorted('.'.join(g) for g in _ALLOWED_GLOBALS)})"
             )
         if name == "_reconstruct":
-            return _reconstruct()
+            return _reconstruct(self.where)
         return getattr(np, name)
 
 
 def read_pickle(data: bytes, where: str) -> dict:
-    """Unpickle one CIFAR file with :class:`RestrictedUnpickler`; it must hold a dict."""
+    """Unpickle one CIFAR file with :class:`RestrictedUnpickler`; it must hold a dict.
+
+    Every length the pickle declares is checked against the data first
+    (:func:`~skiplab.data.limits.check_pickle_lengths`).
+    """
+    check_pickle_lengths(data, where)
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), where).load()
-    except (pickle.UnpicklingError, EOFError) as err:
+    except Refused:
+        raise
+    except Exception as err:  # numpy's checks raise ValueError/TypeError, pickle its own
         raise ValueError(f"{where} is not a readable CIFAR pickle: {err}") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{where} should hold a dict; got {type(obj).__name__}")
@@ -157,8 +193,14 @@ def download_cifar(name: str, root: str | Path, url: str | None = None) -> Path:
     return download_file(url or spec.url, Path(root) / spec.archive, spec.md5)
 
 
-def load_official(name: str, split: str, source: Path) -> ArrayDataset:
-    """Read one split from the official folder or ``.tar.gz`` found by :func:`find_official`."""
+def load_official(
+    name: str, split: str, source: Path, max_bytes: int | None = None
+) -> ArrayDataset:
+    """Read one split from the official folder or ``.tar.gz`` found by :func:`find_official`.
+
+    Args:
+        max_bytes: ``max_dataset_bytes`` (default: ``$SKIPLAB_MAX_DATASET_BYTES`` or 4 GiB).
+    """
     spec = CIFAR[name]
     wanted = (spec.train_files if split == "train" else spec.test_files) + (spec.meta_file,)
     if source.is_dir():
@@ -168,10 +210,15 @@ def load_official(name: str, split: str, source: Path) -> ArrayDataset:
                 f"expected the official {name} folder {spec.folder}/ with files {list(wanted)}; "
                 f"{source} lacks {missing}"
             )
+        budget = Budget(source, max_bytes)
+        for f in wanted:
+            size = (source / f).stat().st_size
+            check_file_size(source / f, size, MAX_CIFAR_FILE_BYTES, "a CIFAR batch file")
+            budget.add(size, f"the file {f!r} ({format_bytes(size)})")
         blobs = {f: (source / f).read_bytes() for f in wanted}
         origin = f"{source} (fingerprint {fingerprint_dir(source, [source / f for f in wanted])})"
     else:
-        blobs = _read_from_archive(spec, source, wanted)
+        blobs = _read_from_archive(spec, source, wanted, max_bytes)
         origin = f"{source} (sha256 {sha256_file(source)})"
 
     meta = read_pickle(blobs[spec.meta_file], f"{source}/{spec.meta_file}")
@@ -199,9 +246,13 @@ def load_official(name: str, split: str, source: Path) -> ArrayDataset:
     )
 
 
-def _read_from_archive(spec: CifarSpec, archive: Path, wanted: tuple[str, ...]) -> dict:
+def _read_from_archive(
+    spec: CifarSpec, archive: Path, wanted: tuple[str, ...], max_bytes: int | None
+) -> dict:
     with open_tar(archive) as tf:
-        members = {m.path: info for m, info in validate_tar(tf, archive) if not m.is_dir}
+        bound = (MAX_CIFAR_FILE_BYTES, "a CIFAR batch file")
+        checked = validate_tar(tf, archive, max_bytes, max_member=bound)
+        members = {m.path: info for m, info in checked if not m.is_dir}
         names = {f: f"{spec.folder}/{f}" for f in wanted}
         missing = [n for n in names.values() if n not in members]
         if missing:

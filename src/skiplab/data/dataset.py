@@ -93,7 +93,7 @@ def _describe(t) -> str:
     return f"{t.dtype} tensor of shape {tuple(t.shape)} on {t.device}"
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], ...]:
+def channel_stats(images: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and (population) std of uint8 ``(N, C, H, W)`` images, on 0..1.
 
     Sums are accumulated exactly in int64 over chunks, so 50,000 CIFAR images never need a

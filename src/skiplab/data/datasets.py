@@ -30,6 +30,7 @@ from skiplab.data.cifar import CIFAR, download_cifar, find_official, load_offici
 from skiplab.data.convert import from_torch_dataset
 from skiplab.data.dataset import ArrayDataset
 from skiplab.data.imagefolder import LAYOUT, is_imagefolder, load_imagefolder
+from skiplab.data.limits import max_dataset_bytes as resolve_max_bytes
 from skiplab.data.segmentation import load_isbi2012, load_segfolder
 from skiplab.data.synthetic import make_classification, make_segmentation
 
@@ -57,6 +58,7 @@ def load_dataset(
     download: bool = False,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    max_dataset_bytes: int | str | None = None,
 ) -> ArrayDataset:
     """Load one split of a dataset as an :class:`ArrayDataset` (see the table above).
 
@@ -70,10 +72,15 @@ def load_dataset(
         seed: Seed of the synthetic data and of the ISBI 2012 train/val split.
         cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE``, else
             ``$XDG_CACHE_HOME/skiplab``, else ``~/.cache/skiplab``.
+        max_dataset_bytes: Bound on what the data may expand to: an archive's members, the
+            files read, the decoded images (e.g. ``"8GiB"``); default
+            ``$SKIPLAB_MAX_DATASET_BYTES`` or 4 GiB. Per-file bounds and the image pixel
+            limit are fixed (see :mod:`skiplab.data.limits`).
 
     Raises:
-        ValueError: for an unknown name or split, or a data layout that does not match,
-            naming the expected layout, the path and what was found.
+        ValueError: for an unknown name or split, a data layout that does not match (naming
+            the expected layout, the path and what was found), or data above a size bound
+            (naming the file, its declared size and the bound).
     """
     if isinstance(name, str) and name.startswith(TORCHVISION):
         return _load_torchvision(name, split, data_dir, download)
@@ -85,6 +92,7 @@ def load_dataset(
         raise ValueError(f"{name} has splits {list(SPLITS[name])}; got {split!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    limit = resolve_max_bytes(max_dataset_bytes)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = Path(data_dir) if data_dir is not None else None
 
@@ -97,14 +105,14 @@ def load_dataset(
         make = make_classification if name == "synthetic" else make_segmentation
         return make(split, seed)
     if name in CIFAR:
-        return _load_cifar(name, split, root, cache, download)
+        return _load_cifar(name, split, root, cache, download, limit)
     if root is None:
         raise ValueError(f"{name} needs data_dir (the folder or archive that holds it)")
     if name == "imagefolder":
-        return load_imagefolder(root, split, cache)
+        return load_imagefolder(root, split, cache, limit)
     if name == "isbi2012":
-        return load_isbi2012(root, split, seed)
-    return load_segfolder(root, split)
+        return load_isbi2012(root, split, seed, limit)
+    return load_segfolder(root, split, limit)
 
 
 def _load_torchvision(name: str, split: str, root, download: bool) -> ArrayDataset:
@@ -138,12 +146,12 @@ def _load_torchvision(name: str, split: str, root, download: bool) -> ArrayDatas
     return data
 
 
-def _load_cifar(name: str, split: str, root: Path | None, cache: Path, download: bool):
+def _load_cifar(name: str, split: str, root: Path | None, cache: Path, download: bool, limit: int):
     spec = CIFAR[name]
     where = root if root is not None else cache
     official = find_official(spec, where)
     if official is None and root is not None and is_imagefolder(root):
-        ds = load_imagefolder(root, split, cache)
+        ds = load_imagefolder(root, split, cache, limit)
         # CIFAR-10's names are checked too (sorted, they are the official label order);
         # for CIFAR-100 the count.
         wrong_names = name == "cifar10" and ds.classes != CIFAR10_CLASSES
@@ -167,4 +175,4 @@ def _load_cifar(name: str, split: str, root: Path | None, cache: Path, download:
             f".tar/.tar.gz ({LAYOUT}); found {found}. Pass download=True to fetch "
             f"{spec.archive} from {spec.url}"
         )
-    return load_official(name, split, official)
+    return load_official(name, split, official, limit)

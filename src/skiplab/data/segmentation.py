@@ -15,7 +15,9 @@ segfolder::
     <root>/<split>/label/<name>.png  mode L or P, the same size as its image
 
 Images and masks are paired by file name. Normalisation statistics come from the training
-images (``train`` of segfolder, the 25 training images of ISBI).
+images (``train`` of segfolder, the 25 training images of ISBI). Images and masks are read
+with :func:`~skiplab.data.imagefolder.read_image` (size and pixel bounds checked first) and the
+files of a split together are bounded by ``max_dataset_bytes``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch
 
 from skiplab.data.archives import fingerprint_dir
 from skiplab.data.dataset import ArrayDataset, channel_stats, mix_seed
-from skiplab.data.imagefolder import decode_image, stack_images
+from skiplab.data.imagefolder import ImageStack, read_image
+from skiplab.data.limits import MAX_IMAGE_FILE_BYTES, Budget, check_file_size, format_bytes
 
 ISBI_CLASSES = ("membrane", "cell")
 ISBI_VALUES = (0, 255)  # label pixel value of class 0 and class 1
@@ -74,21 +77,33 @@ def find_pairs(folder: Path, layout: str) -> list[str]:
     return sorted(listing["image"], key=_natural)
 
 
-def read_pairs(folder: Path, names: list[str]) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """Decode images (uint8 ``(N, C, H, W)``) and raw masks (list of ``(H, W)`` uint8)."""
-    images, masks = [], []
+def read_pairs(
+    folder: Path, names: list[str], max_bytes: int | None = None
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Decode images (uint8 ``(N, C, H, W)``) and raw masks (list of ``(H, W)`` uint8).
+
+    Every file's size is checked (and their total against ``max_bytes``) before any is read.
+    """
+    budget = Budget(folder, max_bytes)
     for name in names:
+        for path in (folder / "image" / name, folder / "label" / name):
+            size = path.stat().st_size
+            check_file_size(path, size, MAX_IMAGE_FILE_BYTES, "an image file")
+            budget.add(size, f"the file {path.name!r} ({format_bytes(size)})")
+    stack = ImageStack([len(names)], folder, max_bytes)
+    masks = []
+    for i, name in enumerate(names):
         img_path, lbl_path = folder / "image" / name, folder / "label" / name
-        image = decode_image(img_path.read_bytes(), str(img_path))
-        mask = decode_image(lbl_path.read_bytes(), str(lbl_path), modes=("L", "P"))
+        image = read_image(img_path)
+        mask = read_image(lbl_path, modes=("L", "P"))
         if mask.shape != image.shape[:2]:
             raise ValueError(
                 f"mask {lbl_path} is {mask.shape[1]}x{mask.shape[0]} but its image {img_path} "
                 f"is {image.shape[1]}x{image.shape[0]}"
             )
-        images.append(image)
+        stack.put(0, i, image, str(img_path))
         masks.append(mask)
-    return stack_images(images, [str(folder / "image" / n) for n in names], folder), masks
+    return stack.images[0], masks
 
 
 def _check_values(mask: np.ndarray, allowed: tuple[int, ...], path: Path, classes) -> None:
@@ -112,7 +127,9 @@ def isbi_split(seed: int) -> tuple[list[int], list[int]]:
     return [i for i in range(ISBI_NUM_IMAGES) if i not in val], val
 
 
-def load_isbi2012(root: Path, split: str, seed: int = 0) -> ArrayDataset:
+def load_isbi2012(
+    root: Path, split: str, seed: int = 0, max_bytes: int | None = None
+) -> ArrayDataset:
     """ISBI 2012 membrane segmentation, ``split`` "train" (25 images) or "val" (5)."""
     layout = "train/image/{0..29}.png and train/label/{0..29}.png (ISBI 2012)"
     folder = root / "train"
@@ -123,7 +140,7 @@ def load_isbi2012(root: Path, split: str, seed: int = 0) -> ArrayDataset:
             f"expected the layout {layout} in {root}; found images {names[:8]}"
             f"{'...' if len(names) > 8 else ''} ({len(names)} files)"
         )
-    images, masks = read_pairs(folder, names)
+    images, masks = read_pairs(folder, names, max_bytes)
     if images.shape[1] != 1:
         raise ValueError(f"ISBI 2012 images must be grayscale; {folder}/image holds RGB images")
     for name, m in zip(names, masks, strict=True):
@@ -148,12 +165,13 @@ def load_isbi2012(root: Path, split: str, seed: int = 0) -> ArrayDataset:
     )
 
 
-def load_segfolder(root: Path, split: str) -> ArrayDataset:
+def load_segfolder(root: Path, split: str, max_bytes: int | None = None) -> ArrayDataset:
     """A generic segmentation folder (see the module docstring), split "train"/"val"/"test"."""
     classes_file = root / "classes.txt"
     if not classes_file.is_file():
         found = sorted(p.name for p in root.iterdir())[:10] if root.is_dir() else "nothing"
         raise ValueError(f"expected the layout {SEGFOLDER_LAYOUT} in {root}; found {found}")
+    check_file_size(classes_file, classes_file.stat().st_size, 2**20, "a list of class names")
     classes = tuple(line.strip() for line in classes_file.read_text().splitlines() if line.strip())
     if len(classes) < 2 or len(classes) > 256:
         raise ValueError(f"{classes_file} must name 2..256 classes, one per line; got {classes}")
@@ -162,7 +180,7 @@ def load_segfolder(root: Path, split: str) -> ArrayDataset:
     def read(s: str) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
         folder = root / s
         names = find_pairs(folder, SEGFOLDER_LAYOUT)
-        images, masks = read_pairs(folder, names)
+        images, masks = read_pairs(folder, names, max_bytes)
         for name, m in zip(names, masks, strict=True):
             _check_values(m, allowed, folder / "label" / name, classes)
         files = [folder / sub / n for sub in ("image", "label") for n in names]

@@ -19,6 +19,9 @@ bad-download           wrong, truncated and reset downloads (local HTTP)        
 bad-input              wrong channels, sizes, masks, labels, folders, images     inputs
 non-finite             NaN loss at step k, lr 1e6                                nonfinite
 distributed            2 gloo ranks: a raise, a hang, SIGTERM                    distributed
+size-bomb              tar.gz/zip members of 3 GiB of zeros, forged sizes,       bombs
+                       CIFAR batch declaring 3 GiB, forged cache header
+image-bomb             20000x20000 PNG in every image input path                 bombs
 =====================  ========================================================  =============
 
 ``--trials N`` sets the number of trials of ``kill`` (default 10) and the trials per fraction
@@ -48,6 +51,8 @@ FAULTS = {
     "bad-input": ("skiplab.selftest.inputs", "run"),
     "non-finite": ("skiplab.selftest.nonfinite", "run"),
     "distributed": ("skiplab.selftest.distributed", "run"),
+    "size-bomb": ("skiplab.selftest.bombs", "run_archives"),
+    "image-bomb": ("skiplab.selftest.bombs", "run_images"),
 }
 
 

@@ -11,7 +11,8 @@ A checkpoint is three files in ``RUN/checkpoints/``::
 Every file is written atomically (temporary file in the same folder, flush, fsync, os.replace,
 fsync of the folder) and the manifest is written last, so a checkpoint without its manifest is
 incomplete. Older checkpoints are pruned only after the new manifest is on disk. Loading checks
-sizes and digests first, then reads with ``read_weights_file`` (safetensors or
+sizes and digests first, then the lengths the files declare inside (a safetensors header, a
+zip record) against the files' sizes, then reads with ``read_weights_file`` (safetensors or
 ``weights_only=True``; a file that would need unsafe unpickling is refused).
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from skiplab.data.limits import check_safetensors, check_torch_zip
 from skiplab.fileio import TMP_PREFIX, atomic_write, sha256_file
 from skiplab.models.pretrained import read_weights_file
 
@@ -171,6 +173,9 @@ def load_checkpoint(manifest_path: Path) -> LoadedCheckpoint:
                 f"manifest {entry['sha256'][:12]}...)"
             )
     try:
+        # A forged header would make the readers allocate what it declares.
+        check_safetensors(manifest_path.parent / files["weights"]["name"])
+        check_torch_zip(manifest_path.parent / files["state"]["name"])
         weights = read_weights_file(manifest_path.parent / files["weights"]["name"])
         state = read_weights_file(manifest_path.parent / files["state"]["name"])
     except ValueError as exc:

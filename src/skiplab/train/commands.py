@@ -7,12 +7,16 @@
 
 Every :class:`TrainConfig` field is an option of ``train`` (``--weight-decay 5e-4``,
 ``--nesterov/--no-nesterov``, ``--milestones 0.5 0.75``, ``--model-arg drop_path_rate=0.1``).
+``--max-dataset-bytes`` (``train`` and ``eval``) is not a setting of the run: it raises the
+bound on what the data may expand to (default 4 GiB, see :mod:`skiplab.data.limits`) by setting
+``$SKIPLAB_MAX_DATASET_BYTES`` for this process and its workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from dataclasses import fields, replace
@@ -69,6 +73,7 @@ def add_train_commands(sub) -> None:
         "(pip install 'skiplab[tensorboard]')",
     )
     _add_config_options(p)
+    _add_max_bytes(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run (or a weights file) on a data split")
@@ -93,6 +98,7 @@ def add_train_commands(sub) -> None:
         help="average each image's logits with its mirror's (default: the run's tta_flip)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_max_bytes(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="predict images with a run (segmentation: PNG masks)")
@@ -102,6 +108,31 @@ def add_train_commands(sub) -> None:
     p.add_argument("--out", required=True, help="folder for the masks / predictions.csv")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+
+def _add_max_bytes(p: argparse.ArgumentParser) -> None:
+    from skiplab.data.limits import ENV_VAR, parse_bytes
+
+    def parse(text: str) -> int:
+        try:
+            return parse_bytes(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    p.add_argument(
+        "--max-dataset-bytes",
+        type=parse,
+        metavar="BYTES",
+        help=f"bound on what the data may expand to, e.g. 8GiB (default: ${ENV_VAR} or 4GiB); "
+        "not saved with the run",
+    )
+
+
+def _apply_max_bytes(args: argparse.Namespace) -> None:
+    from skiplab.data.limits import ENV_VAR
+
+    if getattr(args, "max_dataset_bytes", None) is not None:
+        os.environ[ENV_VAR] = str(args.max_dataset_bytes)  # read by load_dataset
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -163,6 +194,7 @@ def _key_value(text: str) -> tuple[str, object]:
 def cmd_train(args: argparse.Namespace) -> int:
     from skiplab.train.trainer import NonFiniteLoss, Trainer
 
+    _apply_max_bytes(args)
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     if "model_args" in values:
@@ -212,6 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if (args.run is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint FILE")
+    _apply_max_bytes(args)
     plain = args.checkpoint is not None and not args.checkpoint.endswith(".json")
     if plain:
         if not (args.model and args.data):
@@ -275,7 +308,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from skiplab.data.imagefolder import decode_image
+    from skiplab.data.imagefolder import check_image_file, read_image
     from skiplab.fileio import atomic_write, atomic_write_csv
     from skiplab.train.distributed import resolve_device
     from skiplab.train.evaluate import load_run
@@ -285,10 +318,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)
     meta = run.meta
     files = _image_files(args.inputs)
-    device = resolve_device(args.device)
-    model = run.model.to(device)
     # The mode the network was trained on; another one is refused, not converted.
     mode = "L" if meta["in_chans"] == 1 else "RGB"
+    for path in files:  # size, pixels and mode of every input, before anything is written
+        check_image_file(path, modes=(mode,))
+    device = resolve_device(args.device)
+    model = run.model.to(device)
     mean = torch.tensor(meta["mean"], device=device).view(-1, 1, 1)
     std = torch.tensor(meta["std"], device=device).view(-1, 1, 1)
     out = Path(args.out)
@@ -297,7 +332,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = []
     with torch.no_grad():
         for path in files:
-            array = decode_image(path.read_bytes(), str(path), modes=(mode,))
+            array = read_image(path, modes=(mode,))
             image = torch.tensor(array, device=device)  # a copy: PIL's array is read-only
             image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)  # (C, H, W)
             x = ((image.float() / 255.0 - mean) / std)[None]
