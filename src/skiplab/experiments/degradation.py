@@ -118,7 +118,7 @@ class Degradation(Experiment):
             raise ValueError(f"depths must be 6n+2; got {budget.depths}")
         train, test = classification_data(settings, budget.data)
         deepest_first = sorted(
-            ((s, k, d) for s in range(settings.seeds) for k in KINDS for d in budget.depths),
+            ((s, k, d) for s in settings.seeds for k in KINDS for d in budget.depths),
             key=lambda t: -t[2],
         )
         train_in_parallel(
@@ -127,7 +127,7 @@ class Degradation(Experiment):
             [(settings, budget, k, d, s, train, test) for s, k, d in deepest_first],
         )
         runs = []
-        for seed in range(settings.seeds):
+        for seed in settings.seeds:
             for kind in KINDS:
                 for depth in budget.depths:
                     model = _name(kind, depth)

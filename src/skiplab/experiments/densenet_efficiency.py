@@ -57,7 +57,7 @@ class DenseNetEfficiency(Experiment):
         budget = BUDGETS[settings.budget]
         train, test = classification_data(settings, budget.data)
         keys, specs = [], []
-        for seed in range(settings.seeds):
+        for seed in settings.seeds:
             for net, overrides in budget.nets:
                 args = {**overrides, "num_classes": len(train.classes)}
                 with torch.device("meta"):

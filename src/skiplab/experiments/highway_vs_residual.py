@@ -80,7 +80,7 @@ class HighwayVsResidual(Experiment):
         train, test = classification_data(settings, budget.data)
         input_size = tuple(train.images.shape[1:])
         keys, specs = [], []
-        for seed in range(settings.seeds):
+        for seed in settings.seeds:
             for kind, model in KINDS.items():
                 for depth in budget.depths:
                     keys.append({"kind": kind, "depth": depth, "seed": seed})

@@ -72,7 +72,7 @@ class PreactVsOriginal(Experiment):
         budget = BUDGETS[settings.budget]
         train, test = classification_data(settings, budget.data)
         keys, specs = [], []
-        for seed in range(settings.seeds):
+        for seed in settings.seeds:
             for net, n in budget.nets:
                 depth = _depth(net, n)
                 for order, preact in ORDERS.items():
