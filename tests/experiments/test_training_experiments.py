@@ -129,22 +129,65 @@ def test_a_failing_parallel_task_is_raised_with_its_name(tmp_path):
 def _edit(run_dir, tmp_path, name, change):
     data = json.loads((run_dir / name / "results.json").read_text())
     change(data["results"])
-    (tmp_path / name).mkdir()
+    (tmp_path / name).mkdir(parents=True)
     (tmp_path / name / "results.json").write_text(json.dumps(data))
 
 
-def test_degradation_verdicts_follow_made_up_numbers(run_dir, tmp_path):
-    def deeper_plain_trains_better(results):
-        for r in results["runs"]:
-            if r["kind"] == "plain":
-                r["curve"][-1]["train_error"] = 0.5 if r["depth"] == 8 else 0.2
-            else:
-                r["curve"][-1]["train_error"] = 0.5 if r["depth"] == 8 else 0.3
+def _three_seeds(results, error):
+    """The runs of seed 0 copied to seeds 0, 1, 2 with final training error
+    ``error(kind, depth, seed)`` (a fraction)."""
+    import copy
 
-    _edit(run_dir, tmp_path, "degradation", deeper_plain_trains_better)
-    verdicts = degradation.Degradation().verdicts(load_results(tmp_path / "degradation").results)
-    assert [v.status for v in verdicts] == ["NOT REPRODUCED", "REPRODUCED"]
-    assert verdicts[0].margin == pytest.approx(-30.0)
+    base = [r for r in results["runs"] if r["seed"] == 0]
+    results["runs"] = []
+    for seed in range(3):
+        for r in copy.deepcopy(base):
+            r["seed"] = seed
+            r["curve"][-1]["train_error"] = error(r["kind"], r["depth"], seed)
+            results["runs"].append(r)
+
+
+@pytest.mark.parametrize(
+    ("plain", "residual", "expected"),
+    [
+        # error at depth 8 and 14 (fractions), per kind; a seed-dependent wobble of 1 point
+        ((0.2, 0.5), (0.5, 0.3), ["REPRODUCED", "REPRODUCED"]),  # both claims hold
+        ((0.5, 0.2), (0.3, 0.5), ["NOT REPRODUCED", "NOT REPRODUCED"]),  # both reversed
+    ],
+)
+def test_degradation_verdicts_follow_made_up_numbers(run_dir, tmp_path, plain, residual, expected):
+    def error(kind, depth, seed):
+        pair = plain if kind == "plain" else residual
+        return pair[0 if depth == 8 else 1] + 0.01 * seed
+
+    _edit(run_dir, tmp_path, "degradation", lambda results: _three_seeds(results, error))
+    results = load_results(tmp_path / "degradation").results
+    for r in results["runs"]:
+        r["curve"][-1]["train_loss"] = 0.5  # every net trained
+    verdicts = degradation.Degradation().verdicts(results)
+    assert [v.status for v in verdicts] == expected and {v.n for v in verdicts} == {3}
+    # plain: (14 - 8) layers, 30 points -> 50 points per 10 layers
+    sign = 1 if expected[0] == "REPRODUCED" else -1
+    assert verdicts[0].margin == pytest.approx(sign * 50.0)
+
+    # One seed only: never decided, whatever the numbers.
+    results["runs"] = [r for r in results["runs"] if r["seed"] == 0]
+    assert {v.status for v in degradation.Degradation().verdicts(results)} == {"INCONCLUSIVE"}
+
+    # A net at chance (loss above 0.9 ln 10) makes its claim INCONCLUSIVE, naming it.
+    _edit(run_dir, tmp_path / "chance", "degradation", lambda results: _three_seeds(results, error))
+    results = load_results(tmp_path / "chance" / "degradation").results
+    for r in results["runs"]:
+        r["curve"][-1]["train_loss"] = 2.3 if (r["model"], r["seed"]) == ("plain14", 1) else 0.5
+    plain_verdict, residual_verdict = degradation.Degradation().verdicts(results)
+    assert plain_verdict.status == "INCONCLUSIVE" and "plain14 seed 1" in plain_verdict.note
+    assert residual_verdict.status == expected[1]
+
+
+def test_slope_by_least_squares():
+    assert degradation.slope_per([20, 32, 44, 56], [1, 2, 3, 4], 10) == pytest.approx(10 / 12)
+    with pytest.raises(ValueError, match="two distinct x values"):
+        degradation.slope_per([20, 20], [1, 2])
 
 
 def test_gradient_flow_measures_every_net_before_and_after_training(run_dir):
