@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,19 @@ def pytest_generate_tests(metafunc):
     cls = metafunc.cls
     if cls is not None and "name" in metafunc.fixturenames and getattr(cls, "names", None):
         metafunc.parametrize("name", list(cls.names))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    """Decoded-data caches go to a temporary folder, never to ~/.cache/skiplab (the default);
+    set in os.environ so that subprocesses inherit it."""
+    previous = os.environ.get("SKIPLAB_CACHE")
+    os.environ["SKIPLAB_CACHE"] = str(tmp_path_factory.mktemp("skiplab-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SKIPLAB_CACHE", None)
+    else:
+        os.environ["SKIPLAB_CACHE"] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -150,6 +150,7 @@ def test_cli_exports_fused_safetensors(tmp_path, capsys):
     assert "folded 19 BatchNorm layers" in capsys.readouterr().out
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["fuse_bn"] == "true" and f.metadata()["model"] == '"resnet20"'
+        assert f.metadata()["format"] == "pt"
         assert "conv1.bias" in set(f.keys())
 
 

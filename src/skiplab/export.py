@@ -53,13 +53,15 @@ class OnnxCheck:
 
 
 def export_safetensors(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write ``model.state_dict()`` as safetensors, with string ``metadata`` beside it."""
+    """Write ``model.state_dict()`` as safetensors, with string ``metadata`` beside it and
+    ``"format": "pt"`` (what transformers and timm loaders look for)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    text = {"format": "pt", **{k: str(v) for k, v in (metadata or {}).items()}}
+    save_file(state, str(path), metadata=text)
     return path
 
 

@@ -52,13 +52,34 @@ class ModelTester:
         torch.testing.assert_close(full, split, rtol=0, atol=0)
         assert len(feats) == len(model.feature_info)
         for f, info in zip(feats, model.feature_info, strict=True):
-            assert f.shape[1] == info.num_chs, info
+            assert f.shape[1] == info.num_chs == info["num_chs"], info  # timm's dict access too
             assert f.shape[-1] == x.shape[-1] // info.reduction, info
+            assert dict(info) == {
+                "module": info.module,
+                "num_chs": f.shape[1],
+                "reduction": info.reduction,
+            }
         blocks = list(model.iter_blocks())
         assert blocks, "iter_blocks yielded nothing"
         modules = dict(model.named_modules())
         for block_name, block in blocks:
             assert modules[block_name] is block
+
+    def test_reset_classifier(self, name):
+        model = self.build(name).eval()
+        if get_model_entry(name).task != "classification":
+            with pytest.raises(NotImplementedError, match="no classifier"):
+                model.reset_classifier(3)
+            return
+        x = self.make_input(name)
+        model.reset_classifier(3)
+        assert model.get_classifier().out_features == 3 and model.num_classes == 3
+        with torch.no_grad():
+            assert tuple(model(x).shape) == (x.shape[0], 3)
+        model.reset_classifier(0)
+        assert isinstance(model.get_classifier(), torch.nn.Identity)
+        with pytest.raises(ValueError, match="num_classes must be an integer >= 0; got -1"):
+            model.reset_classifier(-1)
 
     def test_wrong_channels_raise_before_compute(self, name):
         model = self.build(name)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from skiplab.cli import main
 from skiplab.train.checkpoint import (
@@ -53,6 +54,8 @@ def test_round_trip_keep_last_and_leftovers(tmp_path):
     ckpt = load_checkpoint(tmp_path / "step-00000003.json")
     assert torch.equal(ckpt.weights["w"], torch.full((3, 3), 3.0))
     assert torch.equal(ckpt.state["optimizer"]["state"][0]["momentum_buffer"], torch.ones(2))
+    with safe_open(str(tmp_path / "step-00000003.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # what transformers/timm loaders check
     # A write cut off after the data files but before the manifest, and a temporary file.
     (tmp_path / "step-00000004.safetensors").write_bytes(b"partial")
     (tmp_path / ".tmp-step-00000004.state.pt.123").write_bytes(b"partial")

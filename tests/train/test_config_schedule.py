@@ -3,13 +3,17 @@ schedulers."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
 from skiplab.cli import build_parser
+from skiplab.train import config
 from skiplab.train.config import TrainConfig, read_config_file, resolve_config
 from skiplab.train.schedule import LRSchedule, resolve_warmup
 
@@ -92,6 +96,54 @@ def test_every_field_is_a_command_line_option():
         "crop_size": None,
         "amp": "bf16",
     }
+
+
+def _train_options() -> dict:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["train"]._actions}
+
+
+def test_options_with_a_fixed_set_of_values_offer_them_as_choices(capsys):
+    options = _train_options()
+    expected = {
+        "amp": config.AMPS,
+        "schedule": config.SCHEDULES,
+        "warmup": config.WARMUPS,
+        "loss": config.LOSSES,
+        "recipe": tuple(config.RECIPES),
+        "compile_mode": config.COMPILE_MODES,
+        "progress": config.PROGRESS,
+    }
+    for name, values in expected.items():
+        assert tuple(options[name].choices) == values, name  # the constants, not a copy
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--model", "resnet20", "--amp", "fp32"])
+    assert exit_info.value.code == 2
+    assert "argument --amp: invalid choice: 'fp32'" in capsys.readouterr().err
+
+
+def test_help_texts_describe_their_own_option():
+    options = _train_options()
+    assert "torch.compile" not in options["channels_last"].help
+    assert "memory format" in options["channels_last"].help
+    assert options["compile"].help.startswith("torch.compile the network")
+    assert "weight decay" not in options["momentum"].help
+    assert "Nesterov" in options["nesterov"].help and "L2" in options["weight_decay"].help
+    assert not [a.dest for a in options.values() if a.help and "``" in a.help]
+
+
+def test_toml_without_tomllib_uses_the_tomli_backport(tmp_path, monkeypatch):
+    path = tmp_path / "run.toml"
+    path.write_text('recipe = "cosine"\nlr = 0.05\n')
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.10
+    if importlib.util.find_spec("tomli") is not None:
+        assert read_config_file(path) == {"recipe": "cosine", "lr": 0.05}
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(
+        ValueError, match=r"needs Python >= 3.11 \(tomllib\) or `pip install tomli`"
+    ):
+        read_config_file(path)
 
 
 # -- schedules ------------------------------------------------------------------------------------

@@ -145,6 +145,65 @@ def test_segmentation_meter_hand_made():
     assert r["rand_error"] == pytest.approx(1 - 10 / 14)
 
 
+def onehot_logits(pred: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(pred, k).permute(0, 3, 1, 2).float()
+
+
+def test_segmentation_meter_skips_a_class_absent_from_target_and_prediction():
+    # 4 classes, class 3 in neither mask. Classes 0..2 as in the hand-made two-class case:
+    # IoU 0 (class 0), 1/2 (class 1), 1 (class 2): mean over the 3 present classes, not 4.
+    target = torch.tensor([[[0, 1, 2], [1, 1, 2]]])
+    pred = torch.tensor([[[1, 1, 2], [0, 1, 2]]])
+    meter = SegmentationMeter(4, foreground=None)
+    meter.update(onehot_logits(pred, 4), target, loss=0.0)
+    r = meter.result()
+    assert r["iou"] == pytest.approx((0 + 1 / 2 + 1) / 3)
+    assert r["dice"] == pytest.approx((0 + 2 / 3 + 1) / 3)
+    assert SegmentationMeter(4).result()["iou"] != SegmentationMeter(4).result()["iou"]  # NaN
+
+
+def test_segmentation_meter_ignore_index():
+    # The 255 pixels are left out of IoU, Dice and pixel error whatever was predicted there.
+    target = torch.tensor([[[0, 1, 255], [1, 1, 255]]])
+    pred = torch.tensor([[[1, 1, 0], [0, 1, 1]]])
+    meter = SegmentationMeter(2, ignore_index=255)
+    meter.update(onehot_logits(pred, 2), target, loss=0.0)
+    r = meter.result()
+    assert r["error"] == pytest.approx(0.5) and r["iou"] == pytest.approx(0.25)
+    assert r["dice"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match=r"0..1 or be ignore_index 255; got values from 0 to 7"):
+        meter.update(onehot_logits(pred, 2), torch.tensor([[[0, 7, 255], [1, 1, 1]]]), 0.0)
+    with pytest.raises(ValueError, match=r"indices must lie in 0..1; got values from 0 to 255"):
+        SegmentationMeter(2).update(onehot_logits(pred, 2), target, 0.0)
+    with pytest.raises(ValueError, match="foreground"):
+        SegmentationMeter(2, foreground=1, ignore_index=1)
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255, 0])
+def test_segmentation_meter_matches_torchmetrics(ignore_index):
+    tm = pytest.importorskip("torchmetrics.classification")  # the dev extra
+    k = 5
+    g = torch.Generator().manual_seed(3)
+    jaccard = tm.MulticlassJaccardIndex(k, average="macro", ignore_index=ignore_index)
+    # Per class: torchmetrics' macro F1 keeps an ignore_index class in its mean (its Jaccard
+    # index does not); skiplab leaves it out of both.
+    f1 = tm.MulticlassF1Score(k, average="none", ignore_index=ignore_index)
+    meter = SegmentationMeter(k, foreground=None, ignore_index=ignore_index)
+    for _ in range(3):
+        # Classes 0..2 only (3 and 4 absent from both), some pixels ignored.
+        target = torch.randint(0, 3, (2, 6, 7), generator=g)
+        pred = torch.where(torch.rand(2, 6, 7, generator=g) < 0.6, target, 2 - target)
+        if ignore_index is not None:
+            target[torch.rand(2, 6, 7, generator=g) < 0.2] = ignore_index
+        meter.update(onehot_logits(pred, k), target, loss=0.0)
+        jaccard.update(pred, target)
+        f1.update(pred, target)
+    r = meter.result()
+    assert r["iou"] == pytest.approx(float(jaccard.compute()), abs=1e-6)
+    scored = [c for c in range(3) if c != ignore_index]  # present, not ignored
+    assert r["dice"] == pytest.approx(float(f1.compute()[scored].mean()), abs=1e-6)
+
+
 def test_classification_meter_and_topk():
     logits = torch.tensor([[5.0, 1, 2, 3, 4, 0], [0.0, 1, 2, 3, 4, 5], [0.0, 6, 2, 3, 4, 5]])
     target = torch.tensor([0, 0, 2])

@@ -13,7 +13,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -134,21 +133,9 @@ def machine_info(device: str) -> dict:
 
 
 def _git_revision() -> str | None:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (rev + ("+dirty" if dirty else "")) or None
+    from skiplab.provenance import git_revision  # the one implementation
+
+    return git_revision()
 
 
 def _command() -> str:

@@ -12,6 +12,7 @@ Nothing here imports training code or the models.
 
 from skiplab.data.archives import safe_extract
 from skiplab.data.cifar import download_cifar
+from skiplab.data.convert import from_torch_dataset
 from skiplab.data.dataset import ArrayDataset, channel_stats
 from skiplab.data.datasets import SPLITS, load_dataset
 from skiplab.data.download import DownloadError, download_file
@@ -26,6 +27,7 @@ __all__ = [
     "channel_stats",
     "download_cifar",
     "download_file",
+    "from_torch_dataset",
     "load_dataset",
     "make_classification",
     "make_segmentation",

@@ -26,9 +26,15 @@ CACHE_VERSION = "1"  # bump when the decoded format changes; old files are then 
 
 
 def default_cache_dir() -> Path:
-    """``$SKIPLAB_CACHE`` if set, else ``.cache/skiplab`` under the current directory."""
+    """``$SKIPLAB_CACHE`` if set, else ``$XDG_CACHE_HOME/skiplab``, else ``~/.cache/skiplab``
+    (the XDG convention, as torch.hub and pip use), whatever the working directory."""
     env = os.environ.get("SKIPLAB_CACHE")
-    return Path(env) if env else Path.cwd() / ".cache" / "skiplab"
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # XDG: a relative XDG_CACHE_HOME is invalid and ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "skiplab"
 
 
 def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:

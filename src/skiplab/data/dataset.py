@@ -11,13 +11,16 @@ import hashlib
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Dataset
 
 TASKS = ("classification", "segmentation")
 
 
 @dataclass
-class ArrayDataset:
-    """A labelled image dataset held as tensors.
+class ArrayDataset(Dataset):
+    """A labelled image dataset held as tensors; also a PyTorch map-style ``Dataset`` whose
+    item ``i`` is ``(images[i], targets[i])`` (uint8 ``(C, H, W)``, int64 target), so it works
+    with ``DataLoader`` (skiplab's own :class:`~skiplab.data.DeviceLoader` is faster).
 
     Attributes:
         images: uint8 ``(N, C, H, W)``, on the CPU, contiguous.
@@ -73,6 +76,9 @@ class ArrayDataset:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.targets[index]
 
     def __repr__(self) -> str:
         return (

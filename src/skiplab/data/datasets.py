@@ -11,7 +11,12 @@ name                splits                      data_dir
 ``segfolder``       train, val, test            ``classes.txt``, ``<split>/{image,label}/``
 ``synthetic``       train, test                 none (generated from ``seed``)
 ``synthetic-seg``   train, test                 none (generated from ``seed``)
+``torchvision:X``   train, test                 the ``root`` of ``torchvision.datasets.X``
 ==================  ==========================  =============================================
+
+``torchvision:X`` is any torchvision dataset class X that takes ``train=`` or ``split=``
+(MNIST, FashionMNIST, KMNIST, CIFAR10, SVHN, ...), read through :func:`from_torch_dataset`
+and normalised with the statistics of its train split.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from skiplab.data.cache import default_cache_dir
 from skiplab.data.cifar import CIFAR, download_cifar, find_official, load_official
+from skiplab.data.convert import from_torch_dataset
 from skiplab.data.dataset import ArrayDataset
 from skiplab.data.imagefolder import LAYOUT, is_imagefolder, load_imagefolder
 from skiplab.data.segmentation import load_isbi2012, load_segfolder
@@ -36,6 +42,8 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "synthetic": ("train", "test"),
     "synthetic-seg": ("train", "test"),
 }
+TORCHVISION = "torchvision:"  # prefix of torchvision dataset classes: "torchvision:MNIST"
+TORCHVISION_SPLITS = ("train", "test")
 # Sorted folder names of an image-folder copy of CIFAR-10 = the official label order.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")  # fmt: skip
@@ -57,15 +65,18 @@ def load_dataset(
         split: Split name, one of ``SPLITS[name]``.
         data_dir: Where the data is (a folder or an archive). For CIFAR it defaults to
             ``cache_dir``, where ``download=True`` puts the official archive.
-        download: Fetch the official CIFAR archive if it is not found (never otherwise).
+        download: Fetch the official CIFAR archive if it is not found (never otherwise); for
+            ``torchvision:X``, passed to torchvision.
         seed: Seed of the synthetic data and of the ISBI 2012 train/val split.
-        cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE`` or
-            ``.cache/skiplab`` under the current directory.
+        cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE``, else
+            ``$XDG_CACHE_HOME/skiplab``, else ``~/.cache/skiplab``.
 
     Raises:
         ValueError: for an unknown name or split, or a data layout that does not match,
             naming the expected layout, the path and what was found.
     """
+    if isinstance(name, str) and name.startswith(TORCHVISION):
+        return _load_torchvision(name, split, data_dir, download)
     if name not in SPLITS:
         close = difflib.get_close_matches(str(name), list(SPLITS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -94,6 +105,37 @@ def load_dataset(
     if name == "isbi2012":
         return load_isbi2012(root, split, seed)
     return load_segfolder(root, split)
+
+
+def _load_torchvision(name: str, split: str, root, download: bool) -> ArrayDataset:
+    import inspect
+
+    import torchvision.datasets
+
+    cls_name = name[len(TORCHVISION) :]
+    cls = getattr(torchvision.datasets, cls_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, torchvision.datasets.VisionDataset)):
+        raise ValueError(f"{name}: torchvision.datasets has no dataset class {cls_name!r}")
+    if split not in TORCHVISION_SPLITS:
+        raise ValueError(f"{name} has splits {list(TORCHVISION_SPLITS)}; got {split!r}")
+    if root is None:
+        raise ValueError(f"{name} needs data_dir (the root folder torchvision reads it from)")
+    params = inspect.signature(cls).parameters
+    if "train" not in params and "split" not in params:
+        raise ValueError(f"{name}: {cls_name} takes neither train= nor split=")
+
+    def read(which: str):
+        how = {"train": which == "train"} if "train" in params else {"split": which}
+        try:
+            return cls(str(root), download=download, **how)
+        except RuntimeError as exc:  # torchvision: "Dataset not found. ..."
+            raise ValueError(f"{name} {which} not found under {root}: {exc}") from exc
+
+    data = from_torch_dataset(read(split), source=f"{name} {split}: {root}")
+    if split != "train":  # normalise with the training split's statistics
+        stats = from_torch_dataset(read("train"))
+        data = replace(data, mean=stats.mean, std=stats.std)
+    return data
 
 
 def _load_cifar(name: str, split: str, root: Path | None, cache: Path, download: bool):

@@ -1,6 +1,7 @@
 """Downloading a file against a pinned checksum, so that its final name never exists unverified.
 
-The body is streamed to ``<name>.part`` in the destination folder while its MD5 is computed;
+The body is streamed to ``<name>.part`` in the destination folder while its MD5 (or SHA-256)
+is computed;
 only when the length and the checksum match is it flushed, fsynced and renamed to ``<name>``
 with ``os.replace``. On a wrong checksum, a truncated body or a dropped connection the ``.part``
 file is removed and :class:`DownloadError` names the URL, the path and both checksums.
@@ -20,13 +21,21 @@ class DownloadError(OSError):
     """A download failed or did not match its pinned checksum; nothing was left behind."""
 
 
-def download_file(url: str, path: str | Path, md5: str, *, timeout: float = 60.0) -> Path:
-    """Fetch ``url`` to ``path``, verified against ``md5``.
+def download_file(
+    url: str,
+    path: str | Path,
+    md5: str | None = None,
+    *,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch ``url`` to ``path``, verified against ``md5`` or ``sha256`` (exactly one).
 
     Args:
         url: Where to fetch from (any URL urllib opens; tests use a local ``http.server``).
         path: Final file name. Its folder is created if needed.
-        md5: Expected MD5 hex digest of the whole body.
+        md5: Expected MD5 hex digest of the whole body (the CIFAR archives publish MD5).
+        sha256: Expected SHA-256 hex digest of the whole body (model weights).
         timeout: Seconds to wait for the server on each read.
 
     Returns:
@@ -36,18 +45,21 @@ def download_file(url: str, path: str | Path, md5: str, *, timeout: float = 60.0
         DownloadError: on any transfer error, a body shorter than its Content-Length or a
             checksum mismatch. The ``.part`` file is removed first.
     """
+    if (md5 is None) == (sha256 is None):
+        raise ValueError(f"download_file needs exactly one of md5 or sha256; got {md5=}, {sha256=}")
+    algorithm, expected = ("md5", md5) if md5 is not None else ("sha256", sha256)
     path = Path(path)
     part = path.with_name(path.name + ".part")
     path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.md5(usedforsecurity=False)
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     received = 0
     declared: int | None = None
 
     def fail(why: str) -> DownloadError:
         part.unlink(missing_ok=True)
         return DownloadError(
-            f"download of {url} to {path} failed: {why}; expected md5 {md5}, "
-            f"got md5 {digest.hexdigest()} of {received} bytes received"
+            f"download of {url} to {path} failed: {why}; expected {algorithm} {expected}, "
+            f"got {algorithm} {digest.hexdigest()} of {received} bytes received"
         )
 
     try:
@@ -67,7 +79,7 @@ def download_file(url: str, path: str | Path, md5: str, *, timeout: float = 60.0
         raise
     if declared is not None and received != declared:
         raise fail(f"truncated body ({received} of {declared} bytes)")
-    if digest.hexdigest() != md5:
+    if digest.hexdigest() != expected:
         raise fail("checksum mismatch")
     os.replace(part, path)
     return path

@@ -4,7 +4,9 @@ Every model is a :class:`SkipNet`:
 
 - ``forward(x) == forward_head(forward_features(x))``;
 - ``feature_info``: one :class:`FeatureInfo` per stage (channels, reduction), in the order of
-  ``forward_intermediates(x)``, so that U-Net and FPN decoders can sit on any backbone;
+  ``forward_intermediates(x)``, so that U-Net and FPN decoders can sit on any backbone; each
+  entry also reads as timm's dict (``feature_info[0]["num_chs"]``);
+- classification nets have ``get_classifier()`` and ``reset_classifier(num_classes)``;
 - ``iter_blocks()`` yields ``(name, block)`` for every unit that owns a skip connection, so
   that analysis code can hook or lesion blocks without knowing the architecture;
 - ``set_grad_checkpointing(True)`` recomputes blocks in backward to save memory;
@@ -14,7 +16,8 @@ Every model is a :class:`SkipNet`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,12 +27,31 @@ from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
-class FeatureInfo:
-    """One stage of a backbone: the module that produces it, its channels and its stride."""
+class FeatureInfo(Mapping):
+    """One stage of a backbone: the module that produces it, its channels and its stride.
+
+    Read as attributes (``info.num_chs``) or, like timm's feature_info dicts, by key
+    (``info["num_chs"]``, ``dict(info)``).
+    """
 
     module: str
     num_chs: int
     reduction: int
+
+    def __getitem__(self, key: str):
+        if key not in self._keys():
+            raise KeyError(f"FeatureInfo has keys {list(self._keys())}; got {key!r}")
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @classmethod
+    def _keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
 
 
 class SkipNet(nn.Module):
@@ -84,6 +106,31 @@ class SkipNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute every block in backward instead of storing its activations."""
         self.grad_checkpointing = bool(enable)
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (``nn.Identity`` when built with ``num_classes=0``)."""
+        raise NotImplementedError(f"{self.model_name} has no classifier (it is not a classifier)")
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a new ``nn.Linear(num_features, num_classes)`` (default
+        initialisation), or by ``nn.Identity`` for ``num_classes=0`` (pooled features out).
+
+        Raises:
+            ValueError: for a negative or non-integer ``num_classes``.
+            NotImplementedError: for a model without a classifier (U-Net, FPN).
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0; got {num_classes!r}")
+        old = self.get_classifier()
+        name = next(n for n, m in self.named_children() if m is old)
+        new = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if isinstance(old, nn.Linear):
+            new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        setattr(self, name, new)
+        self.num_classes = num_classes
+        cfg = getattr(self, "cfg", None)
+        if dataclasses.is_dataclass(cfg) and hasattr(cfg, "num_classes"):
+            self.cfg = dataclasses.replace(cfg, num_classes=num_classes)
 
     def run_block(self, block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
         """Apply ``block``, through activation checkpointing when it is switched on."""

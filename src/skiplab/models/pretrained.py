@@ -9,12 +9,18 @@ conversion is reported:
 - a ``module.`` prefix left by ``DataParallel``;
 - a classifier named ``linear`` (skiplab and torchvision call it ``fc``);
 - BatchNorm ``num_batches_tracked`` buffers missing from files saved before PyTorch 0.4.1.
+
+Models with published weights have a :class:`PretrainedCfg` in ``PRETRAINED_CFGS`` (URL,
+SHA-256, licence, input size and the normalisation they were trained with), attached by
+``create_model`` as ``model.pretrained_cfg``; ``create_model(name, pretrained=True)`` downloads
+the file into the cache, verified against its SHA-256, and never downloads a file whose
+SHA-256 is unknown.
 """
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +31,119 @@ from skiplab.fileio import sha256_file
 # Input normalisation those public CIFAR checkpoints were trained with (ImageNet statistics).
 CIFAR_CHECKPOINT_MEAN = (0.485, 0.456, 0.406)
 CIFAR_CHECKPOINT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """Published weights of one model, and how to feed it (timm's ``pretrained_cfg``).
+
+    Attributes:
+        url: Where the file is published.
+        sha256: SHA-256 of that file; None when unknown, and then it is never downloaded.
+        file_name: Name of the file in the cache.
+        num_classes: Classifier outputs of the weights.
+        input_size: ``(C, H, W)`` the weights were trained at.
+        mean, std: Input normalisation the weights were trained with (0..1 scale).
+        dataset: What they were trained on.
+        license: Licence of the weights (SPDX identifier).
+        source: Who published them, and where.
+        reported_top1: Top-1 accuracy (%) their authors report (None when not known here).
+        note: Anything a user must know (e.g. why ``sha256`` is None).
+    """
+
+    url: str
+    sha256: str | None
+    file_name: str
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dataset: str
+    license: str
+    source: str
+    reported_top1: float | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models"
+
+
+def _akamaster(file_name: str, sha256: str | None, top1: float | None, note: str = ""):
+    return PretrainedCfg(
+        url=f"{_AKAMASTER}/{file_name}",
+        sha256=sha256,
+        file_name=file_name,
+        num_classes=10,
+        input_size=(3, 32, 32),
+        mean=CIFAR_CHECKPOINT_MEAN,
+        std=CIFAR_CHECKPOINT_STD,
+        dataset="CIFAR-10 (original), 50,000 training images",
+        license="BSD-2-Clause",
+        source="Yerlan Idelbayev, github.com/akamaster/pytorch_resnet_cifar10",
+        reported_top1=top1,
+        note=note,
+    )
+
+
+_UNKNOWN = (
+    "sha256 unknown: only the first 8 hex digits, in the file name, are published, and skiplab "
+    "has not hashed this file; it is never downloaded. Download it yourself, check it, and pass "
+    "pretrained=PATH."
+)
+# SHA-256 of resnet20/56: hashed from the copies in ../shared/weights; each digest begins with
+# the 8 hex digits of its published file name (torch.hub's convention).
+PRETRAINED_CFGS: dict[str, PretrainedCfg] = {
+    "resnet20": _akamaster(
+        "resnet20-12fca82f.th",
+        "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8",
+        91.78,
+    ),
+    "resnet32": _akamaster("resnet32-d509ac18.th", None, None, _UNKNOWN),
+    "resnet44": _akamaster("resnet44-014dd654.th", None, None, _UNKNOWN),
+    "resnet56": _akamaster(
+        "resnet56-4bfd9763.th",
+        "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
+        93.62,
+    ),
+    "resnet110": _akamaster("resnet110-1d1ed7c2.th", None, None, _UNKNOWN),
+}
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg | None:
+    """The published weights of model ``name``, or None."""
+    return PRETRAINED_CFGS.get(name)
+
+
+def fetch_pretrained(name: str, cache_dir: str | Path | None = None) -> Path:
+    """The verified weights file of ``name``: from the cache, or downloaded into it.
+
+    The file lives in ``<cache>/weights/`` (cache: ``skiplab.data.cache.default_cache_dir``).
+    A cached file is re-hashed before use; one that does not match is downloaded again.
+
+    Raises:
+        ValueError: when ``name`` has no published weights, or their SHA-256 is unknown
+            (nothing is downloaded then).
+        skiplab.data.DownloadError: when the download fails or does not match its SHA-256.
+    """
+    from skiplab.data.cache import default_cache_dir
+    from skiplab.data.download import download_file
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(
+            f"{name} has no published weights in skiplab; models with weights: "
+            f"{sorted(PRETRAINED_CFGS)} (or pass pretrained=PATH to a weights file)"
+        )
+    if cfg.sha256 is None:
+        raise ValueError(f"refusing to download {cfg.url} for {name}: {cfg.note}")
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "weights"
+    path = path / cfg.file_name
+    if path.is_file() and sha256_file(path) == cfg.sha256:
+        return path
+    return download_file(cfg.url, path, sha256=cfg.sha256)
 
 
 @dataclass

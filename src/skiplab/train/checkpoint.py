@@ -97,7 +97,8 @@ def write_checkpoint(
     torch.save(state, buffer)
     files = {}
     for role, name, data in (
-        ("weights", f"{stem}.safetensors", safetensors_bytes(tensors)),
+        # "format": "pt" tells transformers/timm loaders these are PyTorch tensors.
+        ("weights", f"{stem}.safetensors", safetensors_bytes(tensors, metadata={"format": "pt"})),
         ("state", f"{stem}.state.pt", buffer.getvalue()),
     ):
         files[role] = {

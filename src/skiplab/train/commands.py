@@ -19,12 +19,31 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from skiplab.train.config import (
+    AMPS,
+    COMPILE_MODES,
+    LOSSES,
+    PROGRESS,
+    RECIPES,
     RUNTIME_FIELDS,
+    SCHEDULES,
+    WARMUPS,
     TrainConfig,
     field_help,
     read_config_file,
     resolve_config,
 )
+
+# The options whose values are a fixed set: argparse refuses others at once, and shell
+# completion can offer them. Taken from the constants TrainConfig checks against.
+CHOICES = {
+    "recipe": tuple(RECIPES),
+    "schedule": SCHEDULES,
+    "warmup": WARMUPS,
+    "loss": LOSSES,
+    "amp": AMPS,
+    "compile_mode": COMPILE_MODES,
+    "progress": PROGRESS,
+}
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -42,6 +61,12 @@ def add_train_commands(sub) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out from its newest valid checkpoint",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the metrics rows as TensorBoard scalars to OUT/tensorboard "
+        "(pip install 'skiplab[tensorboard]')",
     )
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
@@ -89,6 +114,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         hint, default = hints[f.name], getattr(defaults, f.name)
         text = f"{docs[f.name]} (default: {default})".replace("%", "%%")
         kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if f.name in CHOICES:
+            kw["choices"] = CHOICES[f.name]
         if f.name == "model_args":
             p.add_argument(
                 "--model-arg",
@@ -159,7 +186,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(read_config_file(args.config) if args.config else {}, values)
         if cfg.model is None:
             raise ValueError("--model is required (see `skiplab models`)")
-    trainer = Trainer(cfg, resume=args.resume)
+    callbacks = []
+    if args.tensorboard:
+        from skiplab.train.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger())
+    trainer = Trainer(cfg, resume=args.resume, callbacks=callbacks)
     try:
         result = trainer.fit()
     except NonFiniteLoss as exc:

@@ -65,6 +65,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "compile": True,
     },
 }
+PROGRESS = ("auto", "on", "off")
 # Fields that only change where or how fast a run goes, not what it computes on CPU: a resumed
 # run may change them.
 RUNTIME_FIELDS = ("device", "progress", "dist_timeout")
@@ -90,7 +91,9 @@ class TrainConfig:
         epochs, steps: Length of the run; set at most one (either replaces the recipe's).
         batch_size: Global batch size (divided evenly over distributed processes).
         lr: SGD learning rate (the peak of the one-cycle schedule).
-        momentum, nesterov, weight_decay: SGD momentum, Nesterov momentum, L2 weight decay.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 weight decay (SGD's ``weight_decay``).
         label_smoothing: Cross-entropy label smoothing (Szegedy et al. 2016).
         loss: "ce", "dice", "ce+dice", or "auto" (cross-entropy).
         schedule: "step" (lr * lr_decay at each milestone), "cosine" or "onecycle".
@@ -183,7 +186,7 @@ class TrainConfig:
         _choice("loss", self.loss, LOSSES)
         _choice("amp", self.amp, AMPS)
         check_compile_mode(self.compile, self.compile_mode)
-        _choice("progress", self.progress, ("auto", "on", "off"))
+        _choice("progress", self.progress, PROGRESS)
         if self.epochs is not None and self.steps is not None:
             raise ValueError(
                 "set either epochs or steps, not both; "
@@ -273,10 +276,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib  # Python >= 3.11
-    except ModuleNotFoundError as exc:
-        raise ValueError(
-            f"reading {path} needs Python >= 3.11 (tomllib); use a .json file"
-        ) from exc
+    except ImportError:
+        try:
+            import tomli as tomllib  # the backport, a dependency on Python 3.10
+        except ImportError as exc:
+            raise ValueError(
+                f"reading {path} needs Python >= 3.11 (tomllib) or `pip install tomli`; "
+                "or use a .json file"
+            ) from exc
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -284,7 +291,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def field_help() -> dict[str, str]:
-    """One help text per field, from the Attributes section of TrainConfig's docstring."""
+    """One help text per field, from the Attributes section of TrainConfig's docstring
+    (reST ````code```` marks dropped)."""
     section = inspect.cleandoc(TrainConfig.__doc__).split("Attributes:", 1)[1]
     entries: dict[str, str] = {}
     names: list[str] = []
@@ -294,7 +302,7 @@ def field_help() -> dict[str, str]:
             entries.update({n: match.group(2) for n in names})
         elif line.startswith("        "):
             entries.update({n: entries[n] + " " + line.strip() for n in names})
-    return entries
+    return {n: re.sub(r"``([^`]+)``", r"\1", text) for n, text in entries.items()}
 
 
 def config_diff(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -18,6 +18,8 @@ the score of one binary mask, without thinning.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -135,15 +137,29 @@ class ClassificationMeter:
 class SegmentationMeter:
     """Accumulates a confusion matrix (for IoU, Dice, pixel error) and per-image Rand errors.
 
+    IoU and Dice are per-class scores averaged over the classes present in the target or the
+    prediction of what was seen: a class absent from both has no score (not 0), as in
+    torchmetrics' ``MulticlassJaccardIndex`` / ``MulticlassF1Score`` with ``average="macro"``.
+    They are NaN before any pixel is counted.
+
     Args:
         num_classes: Classes of the masks.
         foreground: Class whose connected components the Rand error compares (ISBI: 1,
             "cell"); None skips the Rand error.
+        ignore_index: Target value of pixels left out of every metric (e.g. 255 for "void"
+            borders); for the Rand error they count as truth background, which it does not
+            score. If it is a class index, that class is also left out of the IoU and Dice
+            means (torchmetrics does the same). None: every target pixel must be a class index.
     """
 
-    def __init__(self, num_classes: int, foreground: int | None = 1) -> None:
+    def __init__(
+        self, num_classes: int, foreground: int | None = 1, ignore_index: int | None = None
+    ) -> None:
+        if ignore_index is not None and ignore_index == foreground:
+            raise ValueError(f"ignore_index {ignore_index} is the Rand error's foreground class")
         self.num_classes = num_classes
         self.foreground = foreground
+        self.ignore_index = ignore_index
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)  # [true, pred]
         self.loss_sum = 0.0
         self.images = 0
@@ -152,34 +168,51 @@ class SegmentationMeter:
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: float) -> None:
         pred = logits.argmax(dim=1)  # (N, H, W)
         k = self.num_classes
-        pairs = (target * k + pred).flatten().cpu()
-        self.confusion += torch.bincount(pairs, minlength=k * k).view(k, k)
+        valid = target != self.ignore_index if self.ignore_index is not None else None
+        scored = target if valid is None else target[valid]
+        if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= k):
+            lo, hi = int(scored.min()), int(scored.max())
+            raise ValueError(
+                f"target class indices must lie in 0..{k - 1}"
+                + ("" if valid is None else f" or be ignore_index {self.ignore_index}")
+                + f"; got values from {lo} to {hi}"
+            )
+        pairs = scored * k + (pred if valid is None else pred[valid])
+        self.confusion += torch.bincount(pairs.flatten().cpu(), minlength=k * k).view(k, k)
         self.loss_sum += loss * target.shape[0]
         self.images += target.shape[0]
         if self.foreground is not None:
-            for p, t in zip(pred.cpu(), target.cpu(), strict=True):
-                self.rand_sum += rand_error(p == self.foreground, t == self.foreground)
+            truth = target == self.foreground  # an ignored pixel is never true foreground
+            for p, t in zip(pred.cpu(), truth.cpu(), strict=True):
+                self.rand_sum += rand_error(p == self.foreground, t)
 
     def result(self) -> dict[str, float]:
         c = self.confusion.double()
         tp = c.diag()
         fp = c.sum(0) - tp
         fn = c.sum(1) - tp
-        iou = tp / (tp + fp + fn).clamp_min(1)
-        dice = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+        present = (tp + fp + fn) > 0  # in the target or the prediction
+        if self.ignore_index is not None and 0 <= self.ignore_index < self.num_classes:
+            present[self.ignore_index] = False
+        iou = tp[present] / (tp + fp + fn)[present]
+        dice = 2 * tp[present] / (2 * tp + fp + fn)[present]
         out = {
             "loss": self.loss_sum / max(self.images, 1),
             "error": 1.0 - float(tp.sum() / c.sum().clamp_min(1)),  # pixel error
-            "iou": float(iou.mean()),
-            "dice": float(dice.mean()),
+            "iou": float(iou.mean()) if present.any() else math.nan,
+            "dice": float(dice.mean()) if present.any() else math.nan,
         }
         if self.foreground is not None:
             out["rand_error"] = self.rand_sum / max(self.images, 1)
         return out
 
 
-def make_meter(task: str, num_classes: int) -> ClassificationMeter | SegmentationMeter:
+def make_meter(
+    task: str, num_classes: int, ignore_index: int | None = None
+) -> ClassificationMeter | SegmentationMeter:
     """The meter for a task; the Rand error is computed for two-class segmentation only."""
     if task == "classification":
         return ClassificationMeter()
-    return SegmentationMeter(num_classes, foreground=1 if num_classes == 2 else None)
+    return SegmentationMeter(
+        num_classes, foreground=1 if num_classes == 2 else None, ignore_index=ignore_index
+    )

@@ -16,11 +16,17 @@ every checkpoint and evaluation, so a checkpoint never holds NaN or infinite val
 In a distributed run every collective fails after ``cfg.dist_timeout`` seconds, naming the
 ranks that did not arrive, and a watchdog ends a rank that makes no progress for that long, so
 a crashed or hung rank stops the whole job instead of stalling it.
+
+Messages (the run's first line, one line per epoch, checkpoint fall-backs, the stop) go to the
+``skiplab.train`` logger at INFO, from rank 0 only. Unless the ``skiplab`` logger already has a
+handler, the first Trainer gives it one that writes the bare message to stdout; records also
+propagate to the root logger's handlers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import signal
@@ -50,6 +56,34 @@ from skiplab.train.evaluate import autocast, evaluate
 from skiplab.train.losses import Loss
 from skiplab.train.metrics_log import MetricsLog
 from skiplab.train.schedule import LRSchedule
+
+logger = logging.getLogger("skiplab.train")
+
+
+class _Stdout(logging.StreamHandler):
+    """A handler on whatever ``sys.stdout`` is at the time of each record (redirected, or
+    replaced by a notebook or a test), writing the bare message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _console_logging() -> None:
+    """Give the ``skiplab`` logger a stdout handler at INFO, unless it has handlers already."""
+    package = logging.getLogger("skiplab")
+    if not package.handlers:
+        package.addHandler(_Stdout())
+        if package.level == logging.NOTSET:
+            package.setLevel(logging.INFO)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -91,7 +125,11 @@ class Trainer:
         cfg: The run's settings (see :class:`TrainConfig`).
         model: A module to train instead of ``cfg.model`` (then ``cfg.model`` must be None).
         train_data, val_data: Datasets to use instead of loading ``cfg.data``.
-        callbacks: Called as ``callback(trainer)`` after every step (e.g. to stop early).
+        callbacks: A callable is called as ``callback(trainer)`` after every step (e.g. to
+            stop early); an object with an ``on_epoch_end(trainer, row)`` method has it called
+            at the end of every epoch (and of the run) with the metrics row written to
+            ``metrics.csv`` (on every rank; the ``val_*`` entries on rank 0 only), e.g.
+            :class:`skiplab.train.tensorboard.TensorBoardLogger`.
         resume: Continue from the newest valid checkpoint in ``cfg.out`` (an error when there
             is none); without it, a run folder that holds checkpoints is refused.
 
@@ -110,6 +148,7 @@ class Trainer:
         resume: bool = False,
     ) -> None:
         # Cheap checks first: a wrong --out, --resume or setting fails before data is loaded.
+        _console_logging()
         build.check_run_folder(Path(cfg.out), resume)
         build.check_settings(cfg, model)
         self.dist, self.device, self._owns_group = distributed.setup(cfg.device, cfg.dist_timeout)
@@ -197,8 +236,9 @@ class Trainer:
         self._stop_requested = True
 
     def log(self, message: str) -> None:
+        """Log ``message`` at INFO to the ``skiplab.train`` logger (rank 0 only)."""
         if self.dist.is_main:
-            print(message, flush=True)
+            logger.info(message)
 
     def fit(self) -> FitResult:
         """Train until ``total_steps`` (or a stop request); see :class:`FitResult`.
@@ -306,7 +346,8 @@ class Trainer:
                 ):
                     self._save()
                 for callback in self.callbacks:
-                    callback(self)
+                    if callable(callback):
+                        callback(self)
                 if stop:
                     bar.close()
                     return self._stop()
@@ -418,6 +459,9 @@ class Trainer:
         self.log(self.metrics_log.line(row, self.total_steps))
         self.epoch_sums = _new_sums()
         self._save()
+        for callback in self.callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(self, row)
 
     def _stop(self) -> FitResult:
         self._save()
