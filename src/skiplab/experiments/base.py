@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from skiplab.experiments.verdict import Verdict
 from skiplab.fileio import atomic_write
 from skiplab.hardware import AMPS, processor, resolve_amp
+from skiplab.provenance import git_revision
 
 BUDGETS = ("quick", "standard", "paper")
 
@@ -164,31 +164,11 @@ def environment_info(device: str) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "cpu": processor().as_dict(),
-        "git_revision": _git_revision(),
+        "git_revision": git_revision() or "unknown (not run from a git checkout of skiplab)",
     }
     if device == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name()
     return info
-
-
-def _git_revision() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
-    if out.returncode != 0:
-        return "unknown (not a git checkout)"
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=here,
-        capture_output=True,
-        text=True,
-        timeout=10,
-    ).stdout.strip()
-    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def write_json_atomic(path: Path, data) -> None:
