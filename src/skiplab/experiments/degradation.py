@@ -28,7 +28,7 @@ from skiplab.experiments.training import (
     train_in_parallel,
     train_run,
 )
-from skiplab.experiments.verdict import Claim, Verdict, trained_guard
+from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 from skiplab.fileio import atomic_write_csv
 
 
@@ -280,15 +280,7 @@ class Degradation(Experiment):
                 for seed in seeds
             }
             margins = [sign * slope_per(depths, errs, 10) for errs in by_seed.values()]
-            guards = [
-                trained_guard(
-                    f"{_name(kind, r['depth'])} seed {r['seed']}",
-                    r["curve"][-1]["train_loss"],
-                    chance,
-                )
-                for r in results["runs"]
-                if r["kind"] == kind and "train_loss" in r["curve"][-1]
-            ]
+            guards = [_guard(r, chance) for r in results["runs"] if r["kind"] == kind]
             measured = "final training error " + ", ".join(
                 f"{_name(kind, d)} {_fmt(self._final(results, kind, d, 'train_error'))}"
                 for d in depths
@@ -345,6 +337,16 @@ class Degradation(Experiment):
                     f"{_fmt(self._final(results, kind, depth, 'val_error'))} |"
                 )
         return "\n".join(lines)
+
+
+def _guard(run: dict, chance: float) -> Guard:
+    """The run's net trained: final training loss below 0.9 ln C (a run without a recorded
+    loss, from before the guards, fails)."""
+    net = f"{run['model']} seed {run['seed']}"
+    last = run["curve"][-1]
+    if "train_loss" not in last:
+        return Guard(net, False, "no training loss recorded")
+    return trained_guard(net, last["train_loss"], chance)
 
 
 def slope_per(xs: list[float], ys: list[float], per: float = 1.0) -> float:
