@@ -372,13 +372,14 @@ def test_segmentation_ablations_score_objects_and_draw_predictions(run_dir):
 def test_densenet_efficiency_compares_error_and_parameters(run_dir):
     results = load_results(run_dir / "densenet-efficiency").results
     assert results["nets"] == ["densenet_bc100_k12", "resnet56", "resnet110"]
-    verdicts = densenet_efficiency.DenseNetEfficiency().verdicts(results)
-    assert len(verdicts) == 2
-    for r in results["runs"]:  # made up: the ResNet wins on error
-        r["test_error"] = 0.5 if r["net"] == "densenet_bc100_k12" else 0.2
-    assert densenet_efficiency.DenseNetEfficiency().verdicts(results)[1].status == (
-        "NOT REPRODUCED"
-    )
+    assert set(results["params"]) == set(results["nets"])
+    assert {(r["net"], r["seed"]) for r in results["runs"]} == {(n, 0) for n in results["nets"]}
+    assert all(0 <= r["train_loss"] < float("inf") for r in results["runs"])
+    params, error = densenet_efficiency.DenseNetEfficiency().verdicts(results)
+    assert params.exact and params.status in {"REPRODUCED", "NOT REPRODUCED"}
+    assert error.n == 1 and error.status == "INCONCLUSIVE"  # one seed never decides
+    report = build_report(run_dir, [densenet_efficiency.DenseNetEfficiency()]).read_text()
+    assert "| densenet_bc100_k12 |" in report and "schedule: 1 epochs of batch 16" in report
 
 
 def test_train_runs_in_two_jobs_returns_tolerated_errors_in_place(tmp_path):
