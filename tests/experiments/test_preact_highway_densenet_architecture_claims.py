@@ -115,3 +115,123 @@ def test_densenet_error_claim_is_open_when_a_net_is_at_chance():
     assert error.status == OPEN and "resnet110 seed 2" in error.note
     section = DenseNetEfficiency().section(_dense(errors, loss=loss), [], [])
     assert "| 2 of 3 |" in section
+
+
+# -- preact-vs-original: per-seed test error at 110 and 164 layers, early loss at 1001 --------
+def _preact(error, seeds=(0, 1, 2), final_loss=lambda o, n, s: 0.5, early=None) -> dict:
+    """Made-up results: ``error(order, net, seed)`` the final test error (fraction); with
+    ``early(order, seed)`` the 1001-layer pair is included, with that training loss over the
+    first quarter of its four-epoch run."""
+    nets = [("preact_resnet110", 110), ("preact_resnet164", 164)]
+    if early is not None:
+        nets.append(("preact_resnet1001", 1001))
+    runs = []
+    for seed in seeds:
+        for net, depth in nets:
+            for order in ("original", "preact"):
+                first = early(order, seed) if net == "preact_resnet1001" else 1.0
+                curve = [
+                    {"step": step, "lr": 0.1, "train_loss": loss, "val_error": 0.5}
+                    for step, loss in ((100, first), (200, 0.9), (300, 0.7), (400, 0.6))
+                ]
+                curve[-1].update(
+                    train_loss=final_loss(order, net, seed), val_error=error(order, net, seed)
+                )
+                runs.append(
+                    {"net": net, "order": order, "depth": depth, "seed": seed, "curve": curve}
+                )
+    return {
+        "budget": "paper",
+        "chance_loss": math.log(10),
+        "epochs": 4,
+        "batch_size": 128,
+        "data": {"train": "made up", "test": "made up"},
+        "model_args": {},
+        "nets": [{"net": n, "depth": d} for n, d in nets],
+        "runs": runs,
+    }
+
+
+def _paper_like(order, net, seed):
+    """Table 3's errors (made-up ones for 1001 layers), a seed-dependent wobble of 0.05 points."""
+    paper = {
+        "preact_resnet110": (0.0661, 0.0637),
+        "preact_resnet164": (0.0593, 0.0546),
+        "preact_resnet1001": (0.08, 0.05),
+    }
+    return paper[net][order == "preact"] + 0.0005 * seed * (order == "preact")
+
+
+def test_preact_test_error_claims_hold_and_fail_per_seed():
+    from skiplab.experiments.preact_vs_original import PreactVsOriginal
+
+    # 110: 0.24 -> margins 0.24, 0.19, 0.14 (interval straddles 0.2); 164: 0.47, 0.42, 0.37.
+    v110, v164, v1001 = PreactVsOriginal().verdicts(_preact(_paper_like))
+    assert (v110.status, v164.status) == (OPEN, HOLDS) and v164.n == 3
+    assert v110.values == pytest.approx([0.24, 0.19, 0.14])
+    assert "ResNet-164 design (164 layers" in v164.claim and len(v164.guards) == 6
+    # The 1001-layer pair is not in this budget: INCONCLUSIVE with the reason, never faked.
+    assert v1001.status == OPEN and v1001.n == 0
+    assert "does not train preact_resnet1001" in v1001.note
+
+    def reversed_(order, net, seed):  # the original units win by a point
+        return 0.06 + 0.01 * (order == "preact") + 0.001 * seed
+
+    assert [v.status for v in PreactVsOriginal().verdicts(_preact(reversed_))[:2]] == [FAILS] * 2
+
+
+def test_preact_claims_are_open_with_few_seeds_or_a_net_at_chance():
+    from skiplab.experiments.preact_vs_original import PreactVsOriginal
+
+    big = lambda o, n, s: 0.10 if o == "original" else 0.05  # noqa: E731 (5 points)
+    for seeds in ((0,), (3, 7)):
+        verdicts = PreactVsOriginal().verdicts(_preact(big, seeds))
+        assert {v.status for v in verdicts} == {OPEN}
+        assert "never decisive" in verdicts[0].note and verdicts[0].margin == pytest.approx(5)
+
+    def stuck(order, net, seed):  # the original 164-layer net of seed 1 never left chance
+        return 2.3 if (order, net, seed) == ("original", "preact_resnet164", 1) else 0.5
+
+    v110, v164, _ = PreactVsOriginal().verdicts(_preact(big, final_loss=stuck))
+    assert v110.status == HOLDS
+    assert v164.status == OPEN and "original-164 seed 1" in v164.note
+
+
+def test_preact_1001_claim_on_the_early_training_loss():
+    from skiplab.experiments.preact_vs_original import PreactVsOriginal
+
+    def hard(order, seed):  # the original 1001-layer net starts slowly (Fig. 1)
+        return 2.0 + 0.01 * seed if order == "original" else 1.0
+
+    results = _preact(_paper_like, early=hard)
+    deep = PreactVsOriginal().verdicts(results)[2]
+    assert deep.status == HOLDS and deep.values == pytest.approx([1.0, 1.01, 1.02])
+    deep = PreactVsOriginal().verdicts(_preact(_paper_like, early=lambda o, s: 2 - hard(o, s)))[2]
+    assert deep.status == FAILS
+    stuck = lambda o, n, s: 2.3 if n == "preact_resnet1001" else 0.5  # noqa: E731
+    deep = PreactVsOriginal().verdicts(_preact(_paper_like, final_loss=stuck, early=hard))[2]
+    assert deep.status == OPEN and "original-1001 seed 0" in deep.note
+    deep = PreactVsOriginal().verdicts(_preact(_paper_like, seeds=(0, 1), early=hard))[2]
+    assert deep.status == OPEN and deep.n == 2
+
+
+def test_preact_section_and_figures_show_every_seed(tmp_path):
+    from skiplab.experiments.preact_vs_original import PreactVsOriginal
+
+    results = _preact(_paper_like)
+    section = PreactVsOriginal().section(results, [], [])
+    assert (
+        "| preact_resnet164 | 164 | preact | 0.500 ± 0.000 | 5.51 ± 0.05% | 5.46, 5.51, 5.56 |"
+        in section
+    )
+    figures = PreactVsOriginal().figures(results, tmp_path)
+    assert [f.stem for f in figures] == ["preact_test_error", "preact_curves"]
+    assert all((tmp_path / f"{f.stem}.png").stat().st_size > 1000 for f in figures)
+    # One epoch-end row per run: no curves to draw, and the section says so.
+    for run in results["runs"]:
+        run["curve"] = run["curve"][-1:]
+    assert [f.stem for f in PreactVsOriginal().figures(results, tmp_path)] == ["preact_test_error"]
+    assert "No training curves are drawn" in PreactVsOriginal().section(results, [], [])
+    deviations = PreactVsOriginal().deviations(results)
+    assert any("paper: 110, 164 and 1001" in d for d in deviations)
+
