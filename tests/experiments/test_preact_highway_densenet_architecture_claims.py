@@ -235,3 +235,98 @@ def test_preact_section_and_figures_show_every_seed(tmp_path):
     deviations = PreactVsOriginal().deviations(results)
     assert any("paper: 110, 164 and 1001" in d for d in deviations)
 
+
+# -- highway-vs-residual: each kind's deepest net against its shallowest, per seed -------------
+def _highway(loss, seeds=(0, 1, 2), depths=(10, 100)) -> dict:
+    """Made-up results: ``loss(kind, depth, seed)`` the final training loss."""
+    from skiplab.experiments.highway_vs_residual import KINDS
+
+    return {
+        "budget": "quick",
+        "chance_loss": math.log(10),
+        "data": "made up",
+        "depths": list(depths),
+        "width": 50,
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 0.01,
+        "gate_bias": {str(d): -math.log(d - 1) for d in depths},
+        "params": {
+            k: {"per_layer": n, "total": {str(d): 1000 + n * d for d in depths}}
+            for k, n in zip(KINDS, (2550, 2551, 5100), strict=True)
+        },
+        "runs": [
+            {"kind": k, "depth": d, "seed": s, "train_loss": loss(k, d, s), "diverged": None}
+            for s in seeds
+            for k in KINDS
+            for d in depths
+        ],
+    }
+
+
+def _as_paper(kind, depth, seed):
+    """Fig. 1's picture: plain nets degrade by a nat, highway and residual ones do not."""
+    if kind == "plain":
+        return 0.5 + (1.0 if depth == 100 else 0.0) + 0.02 * seed
+    return 0.5 + (0.02 if depth == 100 else 0.0) + 0.01 * seed * (depth == 100)
+
+
+def test_highway_claims_hold_on_the_papers_picture():
+    from skiplab.experiments.highway_vs_residual import HighwayVsResidual
+
+    plain, highway, residual = HighwayVsResidual().verdicts(_highway(_as_paper))
+    assert [v.status for v in (plain, highway, residual)] == [HOLDS] * 3
+    assert plain.values == pytest.approx([1.0, 1.0, 1.0]) and plain.n == 3
+    assert highway.values == pytest.approx([0.08, 0.07, 0.06])  # 0.1 minus each rise
+    assert "highway-100 ends at a training loss at most 0.1 nats above highway-10" in highway.claim
+    assert len(residual.guards) == 6  # both depths, every seed
+
+
+def test_highway_claims_fail_when_the_gated_net_degrades_and_plain_does_not():
+    from skiplab.experiments.highway_vs_residual import HighwayVsResidual
+
+    def reversed_(kind, depth, seed):  # the issue's example: highway 1.24 -> 1.92
+        rise = {"plain": 0.0, "highway": 0.68, "residual": 0.4}[kind]
+        return 1.24 + (rise if depth == 100 else 0.0) + 0.01 * seed
+
+    statuses = [v.status for v in HighwayVsResidual().verdicts(_highway(reversed_))]
+    assert statuses == [FAILS] * 3
+
+
+def test_highway_claims_are_open_with_few_seeds_a_net_at_chance_or_divergence():
+    from skiplab.experiments.highway_vs_residual import HighwayVsResidual
+
+    for seeds in ((0,), (0, 1)):
+        verdicts = HighwayVsResidual().verdicts(_highway(_as_paper, seeds))
+        assert {v.status for v in verdicts} == {OPEN}
+        assert all("never decisive" in v.note for v in verdicts)
+
+    def stuck(kind, depth, seed):  # the deep plain net of seed 2 never left chance
+        return 2.3 if (kind, depth, seed) == ("plain", 100, 2) else _as_paper(kind, depth, seed)
+
+    plain, highway, residual = HighwayVsResidual().verdicts(_highway(stuck))
+    assert plain.status == OPEN and "plain-100 seed 2" in plain.note
+    assert (highway.status, residual.status) == (HOLDS, HOLDS)
+
+    def diverged(kind, depth, seed):
+        if (kind, depth, seed) == ("residual", 100, 1):
+            return math.inf
+        return _as_paper(kind, depth, seed)
+
+    results = _highway(diverged)
+    plain, highway, residual = HighwayVsResidual().verdicts(results)
+    assert residual.status == OPEN and "diverged (non-finite loss): residual-100 seed 1" in (
+        residual.note
+    )
+    assert "residual-100 seed 1" in residual.guard_text and plain.status == HOLDS
+    section = HighwayVsResidual().section(results, [], [])
+    assert "1 diverged" in section and "| residual | 2,551 |" in section
+
+
+def test_highway_deviations_declare_lr_skipinit_and_parameters():
+    from skiplab.experiments.highway_vs_residual import HighwayVsResidual
+
+    text = "\n".join(HighwayVsResidual().deviations(_highway(_as_paper)))
+    assert "one lr 0.01 for every kind and depth" in text
+    assert "SkipInit" in text and "per layer plain 2,550, residual 2,551, highway 5,100" in text
+    assert "-2.20 at depth 10" in text
