@@ -200,10 +200,9 @@ class DenseNetEfficiency(Experiment):
             f"schedule: {results['epochs']} epochs of batch {results['batch_size']} for every net, "
             "lr 0.1 divided by 10 at 50% and 75% of the run (paper: DenseNets 300 epochs of batch "
             "64; ResNet-110's 6.41% is He et al. 2015's own result, 64k steps of batch 128)",
-            "warm-up: nets of 110 layers and more start at lr 0.01 until their running training "
-            "error is below 80%, capped at 400 steps (as He et al. 2015 "
-            "did for ResNet-110); the step "
-            f"at which it ended, per net: {md_text(warm)}",
+            "warm-up: nets of 110 layers and more (by registered depth) start at lr 0.01 until "
+            "their running training error is below 80%, capped at 400 steps (as He et al. 2015 "
+            f"did for ResNet-110); the step at which it ended, per net: {md_text(warm)}",
             f"model overrides: {md_text(overrides) if overrides else 'none'} (paper: "
             "growth rate 12, ResNet widths 16/32/64)",
         ]
