@@ -280,7 +280,14 @@ class Degradation(Experiment):
                 for seed in seeds
             }
             margins = [sign * slope_per(depths, errs, 10) for errs in by_seed.values()]
-            guards = [_guard(r, chance) for r in results["runs"] if r["kind"] == kind]
+            # The shallowest net of the kind is the control that shows the setup trains; what
+            # the deeper nets do is the measurement (a deep plain net at chance is the
+            # degradation itself, a deep residual net at chance counts against its claim).
+            guards = [
+                _guard(r, chance)
+                for r in results["runs"]
+                if r["kind"] == kind and r["depth"] == min(depths)
+            ]
             measured = "final training error " + ", ".join(
                 f"{_name(kind, d)} {_fmt(self._final(results, kind, d, 'train_error'))}"
                 for d in depths
@@ -307,8 +314,8 @@ class Degradation(Experiment):
         return [
             f"depths {', '.join(str(d) for d in results['depths'])} "
             "(paper: 20, 32, 44, 56 and 110)",
-            f"data: {results['data']['train']} (paper: all 50,000 CIFAR-10 training images at "
-            "32x32)",
+            f"data: {md_text(results['data']['train'])} (paper: all 50,000 CIFAR-10 training "
+            "images at 32x32)",
             f"schedule: {results['epochs']} epochs of batch {results['batch_size']}"
             + (f" ({steps} steps)" if steps else "")
             + ", lr 0.1 divided by 10 at 50% and 75% of the run (paper: 64k steps, at 32k and "
