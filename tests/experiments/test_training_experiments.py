@@ -191,44 +191,21 @@ def test_slope_by_least_squares():
 
 
 def test_gradient_flow_measures_every_net_before_and_after_training(run_dir):
-    nets = load_results(run_dir / "gradient-flow").results["nets"]
+    results = load_results(run_dir / "gradient-flow").results
+    nets = results["nets"]
+    assert results["seeds"] == [0] and {n["seed"] for n in nets} == {0}
     assert {(n["kind"], n["depth"]) for n in nets} == {
         (k, d) for k in gradient_flow.KINDS for d in (8, 14)
     }
     for n in nets:
+        assert n["run"] == f"{n['kind']}{n['depth']}-seed0" and n["train_loss"] > 0
         for when in ("init", "trained"):
             grads = n[when]["block_grad"]
             assert len(grads) == len(n[when]["blocks"]) and all(g > 0 for g in grads)
             assert n[when]["ratio"] == pytest.approx(grads[0] / grads[-1])
     report = build_report(run_dir, [gradient_flow.GradientFlow()]).read_text()
     assert report.count("| gradient-flow |") == 4
-
-
-def test_gradient_flow_verdicts_follow_made_up_numbers(run_dir, tmp_path):
-    def plain_vanishes(results):
-        for n in results["nets"]:
-            for when in ("init", "trained"):
-                n[when]["ratio"] = 1e-4 if n["kind"] == "plain" else 2.0
-
-    _edit(run_dir, tmp_path, "gradient-flow", plain_vanishes)
-    verdicts = gradient_flow.GradientFlow().verdicts(
-        load_results(tmp_path / "gradient-flow").results
-    )
-    assert [v.status for v in verdicts] == ["REPRODUCED"] * 4
-
-    def plain_explodes(results):
-        for n in results["nets"]:
-            for when in ("init", "trained"):
-                n[when]["ratio"] = 1e4 if n["kind"] == "plain" else 1e-3
-
-    (tmp_path / "gradient-flow" / "results.json").unlink()
-    (tmp_path / "gradient-flow").rmdir()
-    _edit(run_dir, tmp_path, "gradient-flow", plain_explodes)
-    verdicts = gradient_flow.GradientFlow().verdicts(
-        load_results(tmp_path / "gradient-flow").results
-    )
-    assert [v.status for v in verdicts] == ["NOT REPRODUCED"] * 4
-    assert "explodes" in verdicts[1].measured
+    assert (run_dir / "gradient-flow" / "gradient_ratio_vs_depth.png").stat().st_size > 1000
 
 
 def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
