@@ -355,3 +355,12 @@ def test_the_untrained_control_is_the_trainers_initial_net_with_estimated_bn_sta
     norms = [m for m in twin.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert not twin.training and all(m.momentum == 0.1 for m in norms)
     assert all(m.running_mean.abs().sum() > 0 for m in norms)  # estimated, not the defaults
+
+
+def test_results_of_the_one_seed_format_are_refused_clearly():
+    old_gradient = {"nets": [{"kind": "plain", "depth": 20, "init": _entry(1.0)}], "steps": 1}
+    with pytest.raises(ValueError, match="older skiplab"):
+        GradientFlow().verdicts(old_gradient)
+    old_paths = {"residual": {}, "plain": {}, "paths": {}, "chance_error": 0.9}
+    with pytest.raises(ValueError, match="run the experiment again"):
+        EnsembleOfPaths().section(old_paths, [], [])

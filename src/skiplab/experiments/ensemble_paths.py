@@ -193,6 +193,19 @@ def untrained_twin(
     return model.eval()
 
 
+def check_results(results: dict) -> None:
+    """Raise a clear error for results written before the per-seed format.
+
+    Raises:
+        ValueError: when the results lack the nets of every seed under 'runs'.
+    """
+    if "runs" not in results:
+        raise ValueError(
+            "these results were written by an older skiplab (one seed, no per-seed "
+            "measurements): run the experiment again to judge its claims"
+        )
+
+
 class EnsembleOfPaths(Experiment):
     name = "ensemble-of-paths"
     title = "Residual networks as ensembles of relatively shallow paths"
@@ -349,6 +362,7 @@ class EnsembleOfPaths(Experiment):
         ]
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
+        check_results(results)
         runs = results["runs"]
         fig, axes = subplots(1, 3, figsize=(15, 3.8))
         # Blocks by name on one axis (the plain net's downsampling units are never removed).
@@ -415,6 +429,7 @@ class EnsembleOfPaths(Experiment):
         ]
 
     def verdicts(self, results: dict) -> list[Verdict]:
+        check_results(results)
         runs = results["runs"]
         res_depth = results["nets"]["residual"]["depth"]
         plain_depth = results["nets"]["plain"]["depth"]
@@ -523,6 +538,7 @@ class EnsembleOfPaths(Experiment):
         return out
 
     def deviations(self, results: dict) -> list[str]:
+        check_results(results)
         nets = results["nets"]
         warm = ", ".join(
             f"{r[kind]['run']} "
@@ -549,6 +565,7 @@ class EnsembleOfPaths(Experiment):
         ]
 
     def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
+        check_results(results)
         runs, nets = results["runs"], results["nets"]
         described = "; ".join(
             f"{kind} {nets[kind]['depth']} layers (lr {nets[kind]['lr']:g}, runs "

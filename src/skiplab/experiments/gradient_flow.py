@@ -150,6 +150,19 @@ def _ratio_guard(net: str, ratio: float) -> Guard:
     return Guard(net, ok, f"g_first/g_last {ratio:.3g} {'is' if ok else 'is not'} finite and > 0")
 
 
+def check_results(results: dict) -> None:
+    """Raise a clear error for results written before the per-seed format.
+
+    Raises:
+        ValueError: when the results lack every net measured per seed.
+    """
+    if not (all("seed" in r for r in results.get("nets", [{}]))):
+        raise ValueError(
+            "these results were written by an older skiplab (one seed, no per-seed "
+            "measurements): run the experiment again to judge its claims"
+        )
+
+
 class GradientFlow(Experiment):
     name = "gradient-flow"
     title = "Gradient flow through identity shortcuts"
@@ -241,6 +254,7 @@ class GradientFlow(Experiment):
         ]
 
     def figures(self, results: dict, folder: Path) -> list[Figure]:
+        check_results(results)
         figs = []
         steps = results["steps"]
         for when in WHEN:
@@ -319,6 +333,7 @@ class GradientFlow(Experiment):
         ]
 
     def verdicts(self, results: dict) -> list[Verdict]:
+        check_results(results)
         chance = math.log(results.get("num_classes", 10))
         out = []
         for when, label in WHEN.items():
@@ -394,6 +409,7 @@ class GradientFlow(Experiment):
         return margins, guards, chosen
 
     def deviations(self, results: dict) -> list[str]:
+        check_results(results)
         out = [
             f"data: {results['data']} (paper: CIFAR-10 at 32x32); the gradients are measured on "
             f"one batch of {results.get('batch_size', '?')} training images per seed",
@@ -414,6 +430,7 @@ class GradientFlow(Experiment):
         return out
 
     def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
+        check_results(results)
         seeds = results.get("seeds", sorted({r["seed"] for r in results["nets"]}))
         lines = [
             f"Data: {md_text(results['data'])}; one batch per seed (seeds "
