@@ -195,63 +195,45 @@ def test_slope_by_least_squares():
 
 
 def test_gradient_flow_measures_every_net_before_and_after_training(run_dir):
-    nets = load_results(run_dir / "gradient-flow").results["nets"]
+    results = load_results(run_dir / "gradient-flow").results
+    nets = results["nets"]
+    assert results["seeds"] == [0] and {n["seed"] for n in nets} == {0}
     assert {(n["kind"], n["depth"]) for n in nets} == {
         (k, d) for k in gradient_flow.KINDS for d in (8, 14)
     }
     for n in nets:
+        assert n["run"] == f"{n['kind']}{n['depth']}-seed0" and n["train_loss"] > 0
         for when in ("init", "trained"):
             grads = n[when]["block_grad"]
             assert len(grads) == len(n[when]["blocks"]) and all(g > 0 for g in grads)
             assert n[when]["ratio"] == pytest.approx(grads[0] / grads[-1])
     report = build_report(run_dir, [gradient_flow.GradientFlow()]).read_text()
     assert report.count("| gradient-flow |") == 4
-
-
-def test_gradient_flow_verdicts_follow_made_up_numbers(run_dir, tmp_path):
-    def plain_vanishes(results):
-        for n in results["nets"]:
-            for when in ("init", "trained"):
-                n[when]["ratio"] = 1e-4 if n["kind"] == "plain" else 2.0
-
-    _edit(run_dir, tmp_path, "gradient-flow", plain_vanishes)
-    verdicts = gradient_flow.GradientFlow().verdicts(
-        load_results(tmp_path / "gradient-flow").results
-    )
-    assert [v.status for v in verdicts] == ["REPRODUCED"] * 4
-
-    def plain_explodes(results):
-        for n in results["nets"]:
-            for when in ("init", "trained"):
-                n[when]["ratio"] = 1e4 if n["kind"] == "plain" else 1e-3
-
-    (tmp_path / "gradient-flow" / "results.json").unlink()
-    (tmp_path / "gradient-flow").rmdir()
-    _edit(run_dir, tmp_path, "gradient-flow", plain_explodes)
-    verdicts = gradient_flow.GradientFlow().verdicts(
-        load_results(tmp_path / "gradient-flow").results
-    )
-    assert [v.status for v in verdicts] == ["NOT REPRODUCED"] * 4
-    assert "explodes" in verdicts[1].measured
+    assert (run_dir / "gradient-flow" / "gradient_ratio_vs_depth.png").stat().st_size > 1000
 
 
 def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):
     results = load_results(run_dir / "ensemble-of-paths").results
     runs = sorted(p.name for p in (run_dir / "runs").iterdir())
     assert runs.count("resnet14-quick-seed0") == 1  # trained once, used by both experiments
-    res, plain = results["residual"], results["plain"]
+    (run,) = results["runs"]
+    res, plain = run["residual"], run["plain"]
+    assert run["seed"] == 0 and res["run"] == "resnet14-quick-seed0"
     assert len(res["single"]) == 6 and res["downsampling"] == ["layer2.0", "layer3.0"]
     assert plain["skipped"] == ["layer2.0", "layer3.0"] and len(plain["single"]) == 4
     assert sorted(res["random"]) == ["1", "2"] and all(len(v) == 2 for v in res["random"].values())
-    paths = results["paths"]
-    assert paths["units"] == 6 and len(paths["total_gradient"]) == 7
-    assert abs(sum(paths["distribution"]) - 1) < 1e-12
+    for key in ("paths", "untrained_paths"):  # the trained net and its untrained control
+        paths = run[key]
+        assert paths["units"] == 6 and len(paths["total_gradient"]) == 7
+        assert 0 <= paths["mean_length"] <= 6
     with open(run_dir / "ensemble-of-paths" / "single_lesions.csv", newline="") as fh:
-        table = [(r["net"], r["block"], float(r["error"])) for r in csv.DictReader(fh)]
+        table = [
+            (r["net"], int(r["seed"]), r["block"], float(r["error"])) for r in csv.DictReader(fh)
+        ]
     assert table == [
-        (kind, row["block"], row["error"])
+        (kind, 0, row["block"], row["error"])
         for kind in ("residual", "plain")
-        for row in results[kind]["single"]
+        for row in run[kind]["single"]
     ]
     report = build_report(run_dir, [ensemble_paths.EnsembleOfPaths()]).read_text()
     assert report.count("| ensemble-of-paths |") == 4
@@ -272,46 +254,31 @@ def test_ensemble_of_paths_trains_its_own_deeper_residual_net(tmp_path, monkeypa
             1, 1, 1, 16, ensemble_paths.LesionNet(14, 0.05, DataPlan(48, 24, 12))
         ),
     )
-    settings = Settings(out_dir=tmp_path)
+    settings = Settings(out_dir=tmp_path, seeds=(3,))
     results = run_one(ensemble_paths.EnsembleOfPaths(), settings).results
     residual, plain = results["nets"]["residual"], results["nets"]["plain"]
-    assert (residual["depth"], residual["lr"], residual["run"]) == (
-        14,
-        0.05,
-        "resnet14-lesion-quick-seed0",
+    assert (residual["depth"], residual["lr"]) == (14, 0.05)
+    assert (plain["depth"], plain["lr"]) == (8, 0.1)
+    (run,) = results["runs"]
+    assert (run["seed"], run["residual"]["run"], run["plain"]["run"]) == (
+        3,
+        "resnet14-lesion-quick-seed3",
+        "plain8-quick-seed3",
     )
-    assert (plain["depth"], plain["lr"], plain["run"]) == (8, 0.1, "plain8-quick-seed0")
     # Each net is lesioned on the test data of its own plan.
     assert "subset of 24, 12x12" in residual["data"] and "16x16" in plain["data"]
-    assert len(results["residual"]["single"]) == 6 and len(results["plain"]["single"]) == 1
-    assert results["paths"]["units"] == 6
+    assert len(run["residual"]["single"]) == 6 and len(run["plain"]["single"]) == 1
+    assert run["paths"]["units"] == 6
     config = json.loads(
-        (tmp_path / "runs" / "resnet14-lesion-quick-seed0" / "config.json").read_text()
+        (tmp_path / "runs" / "resnet14-lesion-quick-seed3" / "config.json").read_text()
     )
-    assert config["lr"] == 0.05
+    assert config["lr"] == 0.05 and config["seed"] == 3
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "plain8-quick-seed0",
-        "resnet14-lesion-quick-seed0",
+        "plain8-quick-seed3",
+        "resnet14-lesion-quick-seed3",
     ]
     section = ensemble_paths.EnsembleOfPaths().section(results, [], [])
-    assert "residual 14 layers (lr 0.05, run `resnet14-lesion-quick-seed0`, test data" in section
-
-
-def test_ensemble_verdicts_on_made_up_lesions(run_dir):
-    results = load_results(run_dir / "ensemble-of-paths").results
-    exp = ensemble_paths.EnsembleOfPaths()
-    results["chance_error"] = 0.9
-    for kind, intact, lesioned in (("residual", 0.1, 0.6), ("plain", 0.3, 0.32)):
-        results[kind]["intact"] = intact
-        for row in results[kind]["single"]:
-            row["error"] = lesioned
-    # Residual blocks that hurt (damage 0.625) and plain layers that barely do (0.033).
-    status = [v.status for v in exp.verdicts(results)]
-    assert status[0] == "NOT REPRODUCED" and status[2] == "NOT REPRODUCED"
-    # A plain net already at chance: its lesions cannot decide the claim either way.
-    results["plain"]["intact"] = 0.89
-    plain = exp.verdicts(results)[2]
-    assert plain.status == "INCONCLUSIVE" and "intact plain net is at chance" in plain.measured
+    assert "residual 14 layers (lr 0.05, runs `resnet14-lesion-quick-seed3`, test data" in section
 
 
 def test_preact_vs_original_trains_both_orders_of_the_same_net(run_dir):
