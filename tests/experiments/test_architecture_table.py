@@ -23,6 +23,7 @@ def test_results_file_records_counts_and_environment(run_dir):
     record = load_results(run_dir / "architecture-table")
     by = {r["name"]: r for r in record.results["models"]}
     assert by["vgg19"]["params"] == 143_667_240  # torchvision's VGG-19
+    assert by["vgg19"]["fc_params"] == 123_642_856  # its three fully connected layers
     assert by["resnet152"]["params"] == 60_192_808
     assert by["resnet50"]["macs"] / 1e9 == pytest.approx(4.089, rel=0.01)
     assert record.environment["torch"] and record.environment["git_revision"]
@@ -37,8 +38,9 @@ def test_results_file_records_counts_and_environment(run_dir):
 
 def test_report_has_the_claims_and_figures(run_dir):
     report = build_report(run_dir, [ArchitectureTable()]).read_text()
-    assert report.count("**REPRODUCED**") == 2
+    assert report.count("| **REPRODUCED** |") == 3
     assert "ResNet-152 has fewer parameters than VGG-19" in report
+    assert "in its fully connected layers" in report
     for stem in ("params_macs", "cost_vs_cited_error"):
         assert (run_dir / "architecture-table" / f"{stem}.png").stat().st_size > 1000
         assert (run_dir / "architecture-table" / f"{stem}.svg").is_file()
@@ -56,9 +58,7 @@ def test_verdict_follows_the_numbers_not_the_paper(tmp_path, run_dir):
     (tmp_path / "architecture-table").mkdir()
     (tmp_path / "architecture-table" / "results.json").write_text(json.dumps(data))
     report = build_report(tmp_path, [ArchitectureTable()]).read_text()
-    assert "| ResNet-152 has fewer parameters than VGG-19 |" in report
-    row = next(line for line in report.splitlines() if line.startswith("| ResNet-152 has"))
-    assert "**NOT REPRODUCED**" in row
+    assert "| **NOT REPRODUCED** | ResNet-152 has fewer parameters than VGG-19 |" in report
 
 
 def test_report_without_results_raises(tmp_path):

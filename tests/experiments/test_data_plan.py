@@ -54,6 +54,9 @@ def test_subset_larger_than_the_split_raises():
     [
         ("jobs", 0, "jobs must be a positive integer; got 0"),
         ("jobs", True, "jobs must be a positive integer"),
+        ("seeds", 0, "seeds must be a positive count or a list of seeds; got 0"),
+        ("seeds", (1, 1), r"seeds must be distinct non-negative integers; got \[1, 1\]"),
+        ("seeds", (), r"seeds must be a positive count or a list of seeds; got \(\)"),
         ("amp", "fp8", r"amp must be one of \['auto', 'none', 'bf16', 'fp16'\]; got 'fp8'"),
         ("amp", "fp16", "amp 'fp16' needs device 'cuda'"),
     ],
@@ -61,6 +64,12 @@ def test_subset_larger_than_the_split_raises():
 def test_bad_settings_raise(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
         Settings(out_dir=tmp_path, **{field: value})
+
+
+def test_seeds_are_a_count_or_a_list(tmp_path):
+    assert Settings(out_dir=tmp_path, seeds=3).seeds == (0, 1, 2)
+    s = Settings(out_dir=tmp_path, seeds=[100, 101, 102])
+    assert s.seeds == (100, 101, 102) and s.as_dict()["seeds"] == [100, 101, 102]
 
 
 def test_gradient_flow_nets_have_the_registered_layouts():

@@ -4,15 +4,20 @@ AlexNet, VGG-19 and GoogLeNet come from torchvision's definitions; ResNet-18..15
 skiplab. Every count is measured (``FlopCounterMode`` on the meta device, 224x224 input); the
 top-5 errors are *cited* numbers from the papers, marked as such, never measured here.
 
-Claims:
+Claims (all exact: counts of a fixed architecture, no seeds):
     - ResNet-152 has fewer parameters than VGG-19 (He et al. 2015, section 1: "8x deeper than
-      VGG nets but still having lower complexity").
-    - The bottleneck makes the 3x3 convolution cheaper (He et al. 2015, section 4.1, Fig. 5):
-      in a unit with 256-d input and output, the bottleneck's 3x3 works on 64 channels.
+      VGG nets but still having lower complexity"); the section also reports the share of
+      VGG-19's parameters in its fully connected layers.
+    - ResNet-152 needs fewer FLOPs (multiply-adds) than VGG-19 (He et al. 2015, section 4.1 and
+      Table 1: 11.3 against 19.6 billion FLOPs).
+    - The 256-d bottleneck unit (1x1 64, 3x3 64, 1x1 256) has about the same time complexity as
+      the 64-d basic unit (two 3x3 64) (He et al. 2015, section 4.1 and Fig. 5: "similar time
+      complexity"), within the factor ``SIMILAR_FACTOR``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -22,8 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skiplab.complexity import count_macs, count_parameters, model_row
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import save_figure, subplots
-from skiplab.experiments.verdict import Verdict, make_verdict
+from skiplab.experiments.report import md_text, save_figure, subplots
+from skiplab.experiments.verdict import Claim, Verdict
 from skiplab.fileio import atomic_write_csv
 from skiplab.models.resnet_blocks import BasicBlock, Bottleneck
 
@@ -40,16 +45,54 @@ CITED_TOP5 = {
 TORCHVISION_NETS = ("alexnet", "vgg19", "googlenet")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SIZE = (3, 224, 224)
+BASIC64, BASIC256, BOTTLENECK = "basic, 64-d", "basic, 256-d", "bottleneck, 256-d (64-d 3x3)"
+
+# "About the same" time complexity: the two units' multiply-adds within this factor either way.
+SIMILAR_FACTOR = 1.2
+
+FEWER_PARAMS = Claim(
+    "ResNet-152 has fewer parameters than VGG-19",
+    'He et al. 2015, section 1 ("8x deeper than VGG nets but still having lower complexity")',
+    0.0,
+    "an exact count (no noise): any positive difference, in millions of parameters, is fewer",
+    paper="lower complexity than VGG nets (section 1)",
+    exact=True,
+)
+FEWER_FLOPS = Claim(
+    "ResNet-152 needs fewer FLOPs (multiply-adds) than VGG-19 at 224x224",
+    "He et al. 2015, section 4.1 and Table 1",
+    0.0,
+    "an exact count (no noise): any positive difference, in billions of multiply-adds, is fewer",
+    paper="11.3 vs 19.6 billion FLOPs (multiply-adds)",
+    exact=True,
+)
+BOTTLENECK_SIMILAR = Claim(
+    "The 256-d bottleneck unit (1x1 64, 3x3 64, 1x1 256) has about the same time complexity "
+    "(multiply-adds) as the 64-d basic unit (two 3x3 64)",
+    'He et al. 2015, section 4.1 (Deeper Bottleneck Architectures: "both designs have similar '
+    'time complexity") and Fig. 5',
+    0.0,
+    f"the margin is ln {SIMILAR_FACTOR} - |ln(bottleneck MACs / basic MACs)|, so 0 is the edge "
+    f"of the tolerance: a factor {SIMILAR_FACTOR} either way. The paper's own swap of every "
+    "basic unit of ResNet-34 (3.6 GFLOPs) for a bottleneck unit gives ResNet-50 at 3.8 GFLOPs "
+    "(section 4.1, Table 1), 6% apart; a factor 1.2 admits differences of that order and "
+    "rejects a unit of another cost class, such as the 256-d basic unit ((256/64)^2 = 16 "
+    "times the 64-d one)",
+    paper="similar time complexity (Fig. 5); ResNet-34 3.6 vs ResNet-50 3.8 GFLOPs (Table 1)",
+    exact=True,
+)
 
 
 def _torchvision_row(name: str) -> dict:
     kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
     with torch.device("meta"):
         model = getattr(torchvision.models, name)(weights=None, **kwargs)
+    fc = sum(count_parameters(m) for m in model.modules() if isinstance(m, nn.Linear))
     return {
         "name": name,
         "source": "torchvision",
         "params": count_parameters(model),
+        "fc_params": fc,
         "macs": count_macs(model, SIZE),
     }
 
@@ -71,17 +114,17 @@ def _conv3x3_macs(unit: nn.Module, x_shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def unit_costs() -> dict:
-    """He et al. 2015 Fig. 5 at 56x56: basic units (64-d, and 256-d for equal width) against
-    the bottleneck unit with 256-d input and output."""
+    """He et al. 2015 Fig. 5 at 56x56: the 64-d basic unit against the bottleneck unit with
+    256-d input and output (the pair the paper compares), and a 256-d basic unit for scale."""
     with torch.device("meta"):
         basic64 = BasicBlock(64, 64)
         basic256 = BasicBlock(256, 256)
         bottleneck = Bottleneck(256, 64)
     rows = {}
     for name, unit, ch in (
-        ("basic, 64-d", basic64, 64),
-        ("basic, 256-d", basic256, 256),
-        ("bottleneck, 256-d (64-d 3x3)", bottleneck, 256),
+        (BASIC64, basic64, 64),
+        (BASIC256, basic256, 256),
+        (BOTTLENECK, bottleneck, 256),
     ):
         three, total = _conv3x3_macs(unit, (1, ch, 56, 56))
         rows[name] = {"params": count_parameters(unit), "macs": total, "macs_3x3": three}
@@ -138,28 +181,30 @@ class ArchitectureTable(Experiment):
 
     def verdicts(self, results: dict) -> list[Verdict]:
         by = {r["name"]: r for r in results["models"]}
-        vgg, r152 = by["vgg19"]["params"], by["resnet152"]["params"]
+        vgg, r152 = by["vgg19"], by["resnet152"]
         units = results["units"]
-        basic = units["basic, 256-d"]["macs_3x3"]
-        bott = units["bottleneck, 256-d (64-d 3x3)"]["macs_3x3"]
+        basic, bott = units[BASIC64]["macs"], units[BOTTLENECK]["macs"]
+        log_ratio = math.log(bott / basic)
         return [
-            make_verdict(
-                "ResNet-152 has fewer parameters than VGG-19",
+            FEWER_PARAMS.verdict(
                 self.name,
-                f"ResNet-152 {r152 / 1e6:.1f}M vs VGG-19 {vgg / 1e6:.1f}M parameters",
-                [(vgg - r152) / 1e6],
-                min_effect=1.0,
-                paper="lower complexity than VGG (section 1); 11.3 vs 19.6 GFLOPs (Table 1, "
-                "section 4.1)",
+                f"ResNet-152 {r152['params'] / 1e6:.1f}M vs VGG-19 {vgg['params'] / 1e6:.1f}M "
+                f"parameters (VGG-19 has {_fc_share(vgg)})",
+                [(vgg["params"] - r152["params"]) / 1e6],
             ),
-            make_verdict(
-                "The bottleneck makes the 3x3 convolution cheaper",
+            FEWER_FLOPS.verdict(
                 self.name,
-                f"3x3 MACs per 256-d unit at 56x56: basic {basic / 1e6:.0f}M vs bottleneck "
-                f"{bott / 1e6:.0f}M ({basic / bott:.1f}x)",
-                [basic / bott - 1.0],
-                min_effect=0.5,
-                paper="Fig. 5: the 3x3 layer works on reduced (64-d) dimensions",
+                f"ResNet-152 {r152['macs'] / 1e9:.2f} vs VGG-19 {vgg['macs'] / 1e9:.2f} billion "
+                f"multiply-adds ({r152['macs'] / vgg['macs']:.2f} of VGG-19; paper: "
+                f"{11.3 / 19.6:.2f})",
+                [(vgg["macs"] - r152["macs"]) / 1e9],
+            ),
+            BOTTLENECK_SIMILAR.verdict(
+                self.name,
+                f"multiply-adds per unit at 56x56: bottleneck {bott / 1e6:.0f}M vs 64-d basic "
+                f"{basic / 1e6:.0f}M (ratio {bott / basic:.3f}; tolerance a factor "
+                f"{SIMILAR_FACTOR})",
+                [math.log(SIMILAR_FACTOR) - abs(log_ratio)],
             ),
         ]
 
@@ -183,7 +228,23 @@ class ArchitectureTable(Experiment):
         ]
         for name, u in results["units"].items():
             lines.append(
-                f"| {name} | {u['params']:,} | {u['macs'] / 1e6:.0f} M | "
+                f"| {md_text(name)} | {u['params']:,} | {u['macs'] / 1e6:.0f} M | "
                 f"{u['macs_3x3'] / 1e6:.0f} M |"
             )
+        vgg = next(r for r in results["models"] if r["name"] == "vgg19")
+        lines += [
+            "",
+            "The paper compares the 256-d bottleneck unit with the 64-d basic unit (similar "
+            "cost); the 256-d basic unit is shown only for scale. VGG-19 has "
+            f"{_fc_share(vgg)}, while its multiply-adds are almost all in the convolutions. "
+            "MACs count the multiply-adds of convolutions and linear layers (normalisation, "
+            "activations and additions left out); the paper's FLOPs are multiply-adds as well.",
+        ]
         return "\n".join(lines)
+
+
+def _fc_share(row: dict) -> str:
+    """How many of a torchvision row's parameters lie in its fully connected layers, in words."""
+    fc = row["fc_params"]
+    share = 100 * fc / row["params"]
+    return f"{fc / 1e6:.1f}M of its parameters ({share:.1f}%) in its fully connected layers"

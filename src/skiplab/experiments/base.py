@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from skiplab.experiments.verdict import Verdict
 from skiplab.fileio import atomic_write
 from skiplab.hardware import AMPS, processor, resolve_amp
+from skiplab.provenance import git_revision
 
 BUDGETS = ("quick", "standard", "paper")
 
@@ -42,7 +42,9 @@ class Settings:
         data: Dataset name for ``skiplab.data.load_dataset`` (e.g. "synthetic", "cifar10").
         data_dir: Where the dataset lives (None for synthetic data).
         device: "cpu" or "cuda".
-        seeds: Number of seeds (0, 1, ..., seeds-1); results report mean and std over them.
+        seeds: The seeds every trained or randomly initialised measurement is repeated with:
+            a count N (seeds 0..N-1) or an explicit list (``--seed-list 100 101 102``); stored
+            as a tuple. Results keep every seed's numbers; verdicts need at least three.
         amp: Mixed precision for training and evaluation: "none", "bf16", "fp16" (CUDA), or
             "auto" (bf16 where the device has it natively, else fp32). Resolved at
             construction (:func:`skiplab.hardware.resolve_amp`); ``amp_asked`` keeps what was
@@ -57,7 +59,7 @@ class Settings:
     data: str = "synthetic"
     data_dir: Path | None = None
     device: str = "cpu"
-    seeds: int = 1
+    seeds: int | tuple[int, ...] = 1
     amp: str = "none"
     channels_last: bool = False
     jobs: int = 1
@@ -70,8 +72,7 @@ class Settings:
             raise ValueError(f"device must be 'cpu' or 'cuda'; got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
+        object.__setattr__(self, "seeds", seed_tuple(self.seeds))
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f"jobs must be a positive integer; got {self.jobs!r}")
         if self.amp not in AMPS:
@@ -83,9 +84,26 @@ class Settings:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["seeds"] = list(self.seeds)
         d["out_dir"] = str(self.out_dir)
         d["data_dir"] = None if self.data_dir is None else str(self.data_dir)
         return d
+
+
+def seed_tuple(seeds) -> tuple[int, ...]:
+    """Seeds from a count N (0..N-1) or a sequence of distinct non-negative integers."""
+    if isinstance(seeds, bool):
+        raise ValueError(f"seeds must be a positive count or a list of seeds; got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a positive count or a list of seeds; got {seeds}")
+        return tuple(range(seeds))
+    values = tuple(seeds)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"seeds must be a positive count or a list of seeds; got {seeds!r}")
+    if any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"seeds must be distinct non-negative integers; got {list(values)}")
+    return values
 
 
 @dataclass
@@ -115,6 +133,12 @@ class Experiment:
     def section(self, results: dict, figures: list[Figure], verdicts: list[Verdict]) -> str:
         raise NotImplementedError
 
+    def deviations(self, results: dict) -> list[str]:
+        """How this run differs from the paper (data, resolution, widths, schedule, warm-up
+        actually applied, task substitutions), one line each; the report lists them beside the
+        results. The data and precision shared by every experiment are added by the report."""
+        return list(results.get("deviations", []))
+
 
 @dataclass
 class ResultsFile:
@@ -140,31 +164,11 @@ def environment_info(device: str) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "cpu": processor().as_dict(),
-        "git_revision": _git_revision(),
+        "git_revision": git_revision() or "unknown (not run from a git checkout of skiplab)",
     }
     if device == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name()
     return info
-
-
-def _git_revision() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
-    if out.returncode != 0:
-        return "unknown (not a git checkout)"
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=here,
-        capture_output=True,
-        text=True,
-        timeout=10,
-    ).stdout.strip()
-    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def write_json_atomic(path: Path, data) -> None:

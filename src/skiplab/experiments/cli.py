@@ -52,7 +52,13 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="synthetic", help="dataset name (synthetic, cifar10, ...)")
     p.add_argument("--data-dir", type=Path, help="folder or archive of the dataset")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seeds", type=int, default=1, help="number of seeds, 0..N-1 (at least 3 to decide)"
+    )
+    seeds.add_argument(
+        "--seed-list", type=int, nargs="+", metavar="SEED", help="explicit seeds instead"
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument(
         "--amp",
@@ -85,7 +91,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         data=args.data,
         data_dir=args.data_dir,
         device=args.device,
-        seeds=args.seeds,
+        seeds=tuple(args.seed_list) if args.seed_list else args.seeds,
         amp=args.amp,
         channels_last=args.channels_last,
         jobs=args.jobs,

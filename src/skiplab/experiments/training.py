@@ -92,6 +92,7 @@ class RunOutcome:
     curves: list[dict]
     final: dict
     model: nn.Module
+    warmup_ended_at: int | None = None  # step after which the error-driven warm-up ended
 
 
 def train_run(
@@ -142,7 +143,7 @@ def train_run(
     if result.status != "finished":
         raise RuntimeError(f"training run {out} did not finish: {result.message}")
     curves = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return RunOutcome(name, curves, curves[-1], trainer.model)
+    return RunOutcome(name, curves, curves[-1], trainer.model, trainer.schedule.warmup_ended_at)
 
 
 def _train_and_discard(train_fn: Callable, args: tuple) -> None:
