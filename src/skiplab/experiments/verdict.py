@@ -236,6 +236,7 @@ def make_verdict(
         note = "a net it rests on failed its guard: " + "; ".join(
             f"{g.net} ({g.detail})" for g in failed
         )
+        note += f"; {j.note}" if j.note else ""
     return Verdict(
         claim, experiment, measured, status, j.mean, j.ci, min_effect, len(margins), paper,
         source, why_min, [float(m) for m in margins], list(guards), exact, note,
