@@ -54,9 +54,9 @@ class SegBudget:
 
 BUDGETS = {
     # FPN at a quarter of its width (d = 64, head 32): the ResNet-18 encoder at 64x64 is the cost.
-    # 200 training images so that the demo fits its time (docs/results/calibration.md).
+    # 200 training images, 3 epochs, so that the demo fits its time (docs/results/calibration.md).
     "quick": SegBudget(
-        4,
+        3,
         16,
         0.05,
         200,
