@@ -148,8 +148,8 @@ def build_report(run_dir: Path, experiments: list[Experiment]) -> Path:
         " · ".join(f"**{k}** {n}" for k, n in counts.items())
         + f" of {len(all_verdicts)} claims"
         + (
-            f" ({few} inconclusive for fewer than {MIN_SEEDS} seeds, {guarded} for a net that "
-            "failed its guard)"
+            f" (of the inconclusive: {few} measured on fewer than {MIN_SEEDS} seeds, {guarded} "
+            "resting on a net that failed its guard)"
             if counts[INCONCLUSIVE]
             else ""
         )

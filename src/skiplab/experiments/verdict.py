@@ -94,7 +94,8 @@ class Verdict:
         failed = [g for g in self.guards if not g.passed]
         if failed:
             return "failed: " + "; ".join(f"{g.net} ({g.detail})" for g in failed)
-        return f"passed ({len(self.guards)} nets)"
+        n = len(self.guards)
+        return f"passed ({n} net{'s' if n > 1 else ''})"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -233,9 +234,7 @@ def make_verdict(
     failed = [g for g in guards if not g.passed]
     if failed:
         status = INCONCLUSIVE
-        note = "a net it rests on failed its guard: " + "; ".join(
-            f"{g.net} ({g.detail})" for g in failed
-        )
+        note = "a net it rests on failed its guard: " + ", ".join(g.net for g in failed)
         note += f"; {j.note}" if j.note else ""
     return Verdict(
         claim, experiment, measured, status, j.mean, j.ci, min_effect, len(margins), paper,
