@@ -291,7 +291,7 @@ def test_a_net_at_chance_cannot_be_lesioned():
     )
     assert _statuses(verdicts) == ["INCONCLUSIVE"] * 4
     assert all("ResNet-14 seed 2" in v.note for v in (verdicts[0], verdicts[1], verdicts[3]))
-    assert "intact test error 88.0%" in verdicts[0].note
+    assert "intact test error 88.0%" in verdicts[0].guard_text
     assert "plain-14 seed 1" in verdicts[2].note and verdicts[2].n == 2
 
     # Every seed's plain net at chance: no margin, the claim undecidable, the nets named.
