@@ -27,6 +27,7 @@ import argparse
 import json
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.state is not None:
         count = unpack_state(args.state, args.work)
         print(f"unpacked {count} files of {args.state} into {args.work}", flush=True)
-    status = skiplab_main(reproduce_argv(args))
+    args.work.mkdir(parents=True, exist_ok=True)
+    try:
+        status = skiplab_main(reproduce_argv(args))
+    except Exception:  # a crash (or SIGTERM) must not lose what this lease trained
+        traceback.print_exc()
+        status = 1
     if status not in (0, EXIT_RESUMABLE):
         print(f"skiplab reproduce failed (exit status {status}); state packed as it is")
     parts = pack_state(

@@ -107,6 +107,22 @@ def test_parallel_workers_pass_the_time_limit_on(monkeypatch, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_failed_slice_still_packs_its_state(tiny, monkeypatch, tmp_path):
+    script = load_benchmark("paper_lease")
+
+    def crash(argv):
+        (tmp_path / "work" / "runs" / "net").mkdir(parents=True)
+        (tmp_path / "work" / "runs" / "net" / "metrics.jsonl").write_text("{}\n")
+        raise RuntimeError("training run stopped by SIGTERM")
+
+    monkeypatch.setattr(script, "skiplab_main", crash)
+    argv = ["degradation", "--seeds", "1", "--work", str(tmp_path / "work")]
+    assert script.main([*argv, "--out", str(tmp_path / "out")]) == 1
+    summary = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert (summary["finished"], summary["reproduce_status"]) == (False, 1)
+    assert [r["run"] for r in summary["runs"]] == ["net"]
+
+
 def test_pack_keeps_only_the_newest_checkpoint(tmp_path):
     ckpts = tmp_path / "run" / "runs" / "net" / "checkpoints"
     ckpts.mkdir(parents=True)
