@@ -79,6 +79,17 @@ def test_resume_in_mid_epoch_is_bit_identical(tmp_path, data, uninterrupted):
     assert _rows(tmp_path) == _rows(uninterrupted)
 
 
+def test_stop_at_the_last_step_resumes_to_the_final_row(tmp_path, data, uninterrupted):
+    cfg = tiny_config(tmp_path, **SETTINGS)
+    # Stopped by the last step itself: the run's final metrics row and evaluation are still due.
+    stopped = Trainer(cfg, train_data=data[0], val_data=data[1], callbacks=[stop_at(7)]).fit()
+    assert (stopped.status, stopped.step) == ("stopped", 8)
+    resumed = Trainer(cfg, train_data=data[0], val_data=data[1], resume=True).fit()
+    assert resumed.status == "finished" and resumed.step == 8
+    _assert_identical(_final(tmp_path), _final(uninterrupted))
+    assert _rows(tmp_path) == _rows(uninterrupted)
+
+
 def test_corrupt_newest_checkpoint_falls_back_and_still_matches(
     tmp_path, data, uninterrupted, capsys
 ):

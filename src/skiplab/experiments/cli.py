@@ -1,6 +1,7 @@
 """``skiplab reproduce`` and ``skiplab report``.
 
 skiplab reproduce [EXPERIMENT ...] --budget quick --data synthetic --out runs/demo
+skiplab reproduce degradation --budget paper ... --time-limit 480   # exit 75: run it again
 skiplab report runs/demo
 """
 
@@ -11,6 +12,12 @@ import sys
 from pathlib import Path
 
 from skiplab.experiments.base import BUDGETS, Experiment, Settings, environment_info, run_one
+from skiplab.experiments.lease import (
+    EXIT_RESUMABLE,
+    TimeLimitReached,
+    clear_deadline,
+    set_deadline,
+)
 from skiplab.hardware import AMPS, describe_precision
 
 
@@ -70,6 +77,14 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--jobs", type=int, default=1, help="training runs at the same time (worker processes)"
     )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop every training run at a step boundary (checkpointed) after this long, keep "
+        f"the experiments already finished, and exit with status {EXIT_RESUMABLE}; the same "
+        "command resumes",
+    )
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="rebuild report.md from a run folder without training")
@@ -99,10 +114,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     environment = environment_info(settings.device)  # the code as loaded, before any run
     precision = describe_precision(settings.amp, settings.channels_last, settings.device)
     print(f"precision: {precision} (amp {settings.amp_asked!r})", file=sys.stderr, flush=True)
-    for i, name in enumerate(chosen, 1):
-        print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)
-        record = run_one(known[name], settings, environment)
-        print(f"[{i}/{len(chosen)}] {name}: {record.seconds:.0f} s", file=sys.stderr, flush=True)
+    if args.time_limit is not None:
+        set_deadline(args.time_limit)
+    try:
+        for i, name in enumerate(chosen, 1):
+            print(f"[{i}/{len(chosen)}] {name} ({args.budget} budget)", file=sys.stderr, flush=True)
+            try:
+                record = run_one(known[name], settings, environment)
+            except TimeLimitReached as exc:
+                print(
+                    f"[{i}/{len(chosen)}] {name}: {exc}\n"
+                    f"time limit of {args.time_limit:g} s reached: {i - 1} of {len(chosen)} "
+                    "experiment(s) finished, no report written; the same command resumes "
+                    f"(exit status {EXIT_RESUMABLE})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return EXIT_RESUMABLE
+            print(
+                f"[{i}/{len(chosen)}] {name}: {record.seconds:.0f} s", file=sys.stderr, flush=True
+            )
+    finally:
+        clear_deadline()
     path = build_report(args.out, list(known.values()))
     print(path)
     return 0

@@ -22,6 +22,7 @@ from torch import nn
 
 from skiplab.data import ArrayDataset, load_dataset
 from skiplab.experiments.base import Settings
+from skiplab.experiments.lease import TimeLimitReached, stop_at_deadline, time_is_up
 from skiplab.train import Trainer, resolve_config
 
 
@@ -138,8 +139,20 @@ def train_run(
         }
     )
     resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
-    trainer = Trainer(cfg, train_data=train_data, val_data=val_data, resume=resume)
+    if not resume and time_is_up():
+        raise TimeLimitReached(f"time limit reached before training run {out} started")
+    trainer = Trainer(
+        cfg,
+        train_data=train_data,
+        val_data=val_data,
+        resume=resume,
+        callbacks=[stop_at_deadline],
+    )
+    if time_is_up():
+        trainer.request_stop()  # a finished run returns at once; another stops after one step
     result = trainer.fit()
+    if result.status != "finished" and result.signal is None and time_is_up():
+        raise TimeLimitReached(f"time limit reached: {result.message}")
     if result.status != "finished":
         raise RuntimeError(f"training run {out} did not finish: {result.message}")
     curves = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -200,6 +213,8 @@ def train_in_parallel(settings: Settings, train_fn: Callable, tasks: list[tuple]
             future.cancel()
     for future, task in futures.items():
         if future.done() and not future.cancelled() and future.exception() is not None:
+            if isinstance(future.exception(), TimeLimitReached):
+                raise future.exception()  # resumable, not a failure
             raise RuntimeError(
                 f"parallel training task {_describe(train_fn, task)} failed: {future.exception()}"
             ) from future.exception()

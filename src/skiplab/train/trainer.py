@@ -311,6 +311,14 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def _loop(self) -> FitResult:
         cfg = self.cfg
+        if self.step >= self.total_steps and self.epoch_sums["steps"]:
+            # Stopped by the run's last step: its epoch's row and evaluation are still due.
+            if self.position >= self.steps_per_epoch:
+                self.epoch, self.position = self.epoch + 1, 0
+            self._end_epoch()
+            return self._result(
+                "finished", f"finished {self.total_steps} steps; run folder {self.out}"
+            )
         if self.step >= self.total_steps:
             return self._result("finished", f"{self.out} is already complete at step {self.step}")
         self.log(
