@@ -79,6 +79,8 @@ def test_fpn_detection_backbone_has_the_form_of_torchvision_backbone_with_fpn():
     tv.fpn.load_state_dict(backbone.fpn.state_dict(), strict=True)
     with pytest.raises(ValueError, match="expects input of shape"):
         backbone(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="W=80 must be a multiple of 32.*64 and 96"):
+        backbone(torch.randn(1, 3, 64, 80))
 
 
 def test_faster_rcnn_on_the_fpn_backbone_infers_and_trains():

@@ -331,11 +331,25 @@ class FPNBackbone(nn.Module):
         self.fpn = model.neck
         self.pyramid_indices = list(model.pyramid_indices)
         self.out_channels = model.cfg.pyramid_channels
-        self.model_name = f"{model.model_name} (detection backbone)"
-        self._check = model.check_input
+        self.model_name = f"{model.model_name} detection backbone"
+        self.stride = model.stride
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """The backbone's checks, and H, W multiples of its total stride (torchvision's
+        detection transform pads batches to multiples of 32, ``size_divisible``)."""
+        if is_fx_proxy(x):
+            return
+        self.body.check_input(x)
+        for what, size in (("H", x.shape[-2]), ("W", x.shape[-1])):
+            if size % self.stride:
+                raise ValueError(
+                    f"{self.model_name}: input {what}={size} must be a multiple of {self.stride} "
+                    "(the backbone's total stride); "
+                    + nearest_sizes(size, lambda s: s % self.stride == 0)
+                )
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        self._check(x)
+        self.check_input(x)
         features = self.body.forward_intermediates(x)
         pyramid = self.fpn([features[i] for i in self.pyramid_indices])
         out = OrderedDict((str(i), p) for i, p in enumerate(pyramid))
