@@ -83,6 +83,11 @@ class ModelTester:
 
     def test_wrong_channels_raise_before_compute(self, name):
         model = self.build(name)
+        if not self.overrides:
+            # The registry's input size is one the model accepts (checked without computing).
+            c, h, w = get_model_entry(name).input_size
+            assert model.in_chans == c, get_model_entry(name)
+            model.check_input(torch.empty(2, c, h, w, device="meta"))
         x = self.make_input(name)
         bad = torch.randn(x.shape[0], x.shape[1] + 1, *x.shape[2:])
         with pytest.raises(ValueError, match=rf"{name} expects input of shape .*got"):

@@ -20,7 +20,7 @@ from .model_tester import ModelTester
 
 class TestFPNs(ModelTester):
     names = ("fpn_resnet18", "fpn_resnet34", "fpn_resnet50")
-    input_shape = (2, 1, 32, 32)  # ISBI 2012 is single-channel: in_chans=1 is the default
+    input_shape = (2, 3, 32, 32)  # RGB by default (COCO); ISBI 2012 runs pass in_chans=1
 
     def expected_output_shape(self, model, x):
         return (x.shape[0], model.num_classes, *x.shape[-2:])
@@ -95,7 +95,7 @@ def _feature_gradients(model) -> list[torch.Tensor | None]:
     """d(logits)/d(backbone feature), the features fed in as independent leaves."""
     model.eval()
     with torch.no_grad():
-        feats = model.forward_intermediates(torch.randn(1, 1, 32, 32))
+        feats = model.forward_intermediates(torch.randn(1, 3, 32, 32))
     feats = [f.detach().requires_grad_() for f in feats]
     out = model.forward_head(model.decode(feats))
     assert out.shape == (1, 2, 32, 32)
@@ -126,7 +126,7 @@ def test_ablations_build_only_what_they_use():
     # Every parameter gets a gradient (no dead lateral or output convolutions are built).
     for overrides in ({"lateral": False}, {"levels": (2,)}, {"levels": (5,)}):
         model = create_model("fpn_resnet18", **overrides)
-        model(torch.randn(2, 1, 32, 32)).square().mean().backward()
+        model(torch.randn(2, 3, 32, 32)).square().mean().backward()
         assert all(p.grad is not None for p in model.parameters()), overrides
     model = create_model("fpn_resnet18", lateral=False)
     assert list(model.neck.inner_blocks) == ["3"]
@@ -144,7 +144,7 @@ def test_semantic_branch_upsampling_stages_follow_panoptic_fpn():
     assert convs == [1, 1, 2, 3] and ups == [0, 1, 2, 3]
     assert len(norms) == 7 and all(n.num_groups == 32 and n.num_channels == 128 for n in norms)
     with torch.no_grad():
-        assert model.forward_features(torch.randn(1, 1, 32, 32)).shape == (1, 128, 8, 8)
+        assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 128, 8, 8)
 
 
 # -- errors, overrides, compile -------------------------------------------------------------------
@@ -169,17 +169,21 @@ def test_sizes_off_the_stride_raise_naming_the_nearest_valid_ones():
     with pytest.raises(
         ValueError, match=r"fpn_resnet18: input W=80 .*nearest valid sizes: 64 and 96"
     ):
-        create_model("fpn_resnet18")(torch.zeros(1, 1, 64, 80))
+        create_model("fpn_resnet18")(torch.zeros(1, 3, 64, 80))
 
 
 def test_overrides_reach_the_backbone_and_the_head():
-    model = create_model("fpn_resnet18", in_chans=3, num_classes=5, pyramid_channels=64).eval()
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5, 32, 32)
+    # in_chans=1: how the chapter's ISBI 2012 runs (grayscale) build it.
+    model = create_model("fpn_resnet18", in_chans=1, num_classes=5, pyramid_channels=64).eval()
+    assert model.encoder.conv1.in_channels == 1
+    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 5, 32, 32)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 1, H, W\); got \(1, 3"):
+        model(torch.randn(1, 3, 32, 32))
 
 
 def test_torch_compile_fullgraph_matches_eager():
     model = create_model("fpn_resnet18").eval()
-    x = torch.randn(1, 1, 32, 32)
+    x = torch.randn(1, 3, 32, 32)
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)

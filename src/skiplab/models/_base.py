@@ -11,7 +11,9 @@ Every model is a :class:`SkipNet`:
   that analysis code can hook or lesion blocks without knowing the architecture;
 - ``set_grad_checkpointing(True)`` recomputes blocks in backward to save memory;
 - a wrong input raises ``ValueError`` naming the expected and the given shape before any
-  convolution runs.
+  convolution runs; under ``torch.fx`` symbolic tracing (a ``Proxy`` input, e.g.
+  torchvision's ``create_feature_extractor``) the check is skipped, since a proxy has no
+  concrete shape to check.
 """
 
 from __future__ import annotations
@@ -73,7 +75,16 @@ class SkipNet(nn.Module):
 
     # -- input -------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a float batch (N, in_chans, H, W) large enough."""
+        """Raise ``ValueError`` unless ``x`` is a float batch (N, in_chans, H, W) large enough.
+
+        Skipped for a ``torch.fx.Proxy`` (symbolic tracing); subclasses add their own checks by
+        overriding :meth:`_check_input`.
+        """
+        if is_fx_proxy(x):
+            return
+        self._check_input(x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
         expected = f"(N, {self.in_chans}, H, W)"
         if not isinstance(x, torch.Tensor):
             raise ValueError(
@@ -137,6 +148,12 @@ class SkipNet(nn.Module):
         if self.grad_checkpointing and torch.is_grad_enabled() and self.training:
             return checkpointed(block, *inputs)
         return block(*inputs)
+
+
+def is_fx_proxy(*xs) -> bool:
+    """True when any of ``xs`` is a ``torch.fx.Proxy``: the model is being symbolically traced,
+    and its input checks (which need concrete shapes) must not run."""
+    return any(isinstance(x, torch.fx.Proxy) for x in xs)
 
 
 def checkpointed(block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ the input resolution.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int
+from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int, is_fx_proxy
 from skiplab.models.backbones import create_backbone, nearest_sizes
 from skiplab.registry import register_config_model
 
@@ -99,7 +100,9 @@ class FeaturePyramid(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Features C_i (N, in_channels_list[i], h_i, w_i) -> P_i (N, out_channels, h_i, w_i)."""
-        if len(features) != len(self.in_channels_list) or any(
+        if is_fx_proxy(*features):
+            pass  # symbolic tracing: no concrete shapes to check
+        elif len(features) != len(self.in_channels_list) or any(
             f.ndim != 4 or f.shape[1] != c
             for f, c in zip(features, self.in_channels_list, strict=True)
         ):
@@ -167,7 +170,8 @@ class SemanticFPNHead(nn.Module):
 
 @dataclass(frozen=True)
 class FPNConfig:
-    """An FPN semantic segmentation net. Defaults: ISBI 2012 (1 channel in, 2 classes out).
+    """An FPN semantic segmentation net. Defaults: RGB in (COCO, the papers' data), 2 classes
+    out; pass ``in_chans=1`` for grayscale data such as ISBI 2012.
 
     Attributes:
         encoder: A registered backbone with stages at strides 4, 8, ... (C2, C3, ...).
@@ -185,7 +189,7 @@ class FPNConfig:
     segmentation_channels: int = 128
     lateral: bool = True
     levels: tuple[int, ...] = (2, 3, 4, 5)
-    in_chans: int = 1
+    in_chans: int = 3
     num_classes: int = 2
 
     def __post_init__(self) -> None:
@@ -263,8 +267,8 @@ class FPN(SkipNet):
         ]
         self.min_input_size = self.stride
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
+    def _check_input(self, x: torch.Tensor) -> None:
+        super()._check_input(x)
         for what, size in (("H", x.shape[-2]), ("W", x.shape[-1])):
             if size % self.stride:
                 raise ValueError(
@@ -301,13 +305,64 @@ class FPN(SkipNet):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.segmentation_head(x)
 
+    def detection_backbone(self) -> FPNBackbone:
+        """This net's backbone and pyramid as a detection backbone (see :class:`FPNBackbone`);
+        the modules are shared, not copied."""
+        return FPNBackbone(self)
 
-# name: config (rows of data; ISBI 2012 tiles are 1 x 512 x 512)
+
+class FPNBackbone(nn.Module):
+    """Backbone + FPN neck in the form of torchvision's ``BackboneWithFPN``, to serve as the
+    backbone of ``torchvision.models.detection.FasterRCNN`` (or MaskRCNN, RetinaNet-style heads
+    that take a feature dict): ``forward(images)`` returns an ``OrderedDict`` of P2..P5 under
+    the keys ``"0"``, ``"1"``, ... and P6 under ``"pool"`` (P5 subsampled with stride 2, Lin et
+    al. 2017 section 4.1, torchvision's ``LastLevelMaxPool``), all with ``out_channels``.
+
+    With an FPN built with every level (the default ``levels=(2, 3, 4, 5)``) the dict holds the
+    five maps that torchvision's default anchor generator expects. ``body`` and ``fpn`` are the
+    FPN's ``encoder`` and ``neck`` (shared modules).
+    """
+
+    def __init__(self, model: FPN) -> None:
+        super().__init__()
+        if not isinstance(model, FPN):
+            raise ValueError(f"FPNBackbone wraps an FPN model; got {type(model).__name__}")
+        self.body = model.encoder
+        self.fpn = model.neck
+        self.pyramid_indices = list(model.pyramid_indices)
+        self.out_channels = model.cfg.pyramid_channels
+        self.model_name = f"{model.model_name} detection backbone"
+        self.stride = model.stride
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """The backbone's checks, and H, W multiples of its total stride (torchvision's
+        detection transform pads batches to multiples of 32, ``size_divisible``)."""
+        if is_fx_proxy(x):
+            return
+        self.body.check_input(x)
+        for what, size in (("H", x.shape[-2]), ("W", x.shape[-1])):
+            if size % self.stride:
+                raise ValueError(
+                    f"{self.model_name}: input {what}={size} must be a multiple of {self.stride} "
+                    "(the backbone's total stride); "
+                    + nearest_sizes(size, lambda s: s % self.stride == 0)
+                )
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        self.check_input(x)
+        features = self.body.forward_intermediates(x)
+        pyramid = self.fpn([features[i] for i in self.pyramid_indices])
+        out = OrderedDict((str(i), p) for i, p in enumerate(pyramid))
+        out["pool"] = F.max_pool2d(pyramid[-1], kernel_size=1, stride=2)
+        return out
+
+
+# name: config (rows of data; RGB 512 x 512; the chapter's ISBI 2012 runs pass in_chans=1)
 FPN_VARIANTS: dict[str, FPNConfig] = {
     f"fpn_{bb}": FPNConfig(encoder=bb) for bb in ("resnet18", "resnet34", "resnet50")
 }
 
 for _name, _cfg in FPN_VARIANTS.items():
     register_config_model(
-        _name, FPN, _cfg, family="fpn", input_size=(1, 512, 512), task="segmentation"
+        _name, FPN, _cfg, family="fpn", input_size=(3, 512, 512), task="segmentation"
     )

@@ -243,9 +243,9 @@ class HighwayMLP(SkipNet):
         )
         self.feature_info = [FeatureInfo(f"layers.{cfg.depth - 1}", cfg.width, h)]
 
-    def check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor) -> None:
         """Also require exactly the configured H and W: the projection's size depends on them."""
-        super().check_input(x)
+        super()._check_input(x)
         if tuple(x.shape[1:]) != self.cfg.input_size:
             raise ValueError(
                 f"{self.model_name} expects input of shape "

@@ -239,8 +239,8 @@ class UNet(SkipNet):
             return [input_size // f.reduction for f in self.feature_info]
         return _unpadded_walk(input_size, self.cfg.depth)[0]
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
+    def _check_input(self, x: torch.Tensor) -> None:
+        super()._check_input(x)
         self.check_size(x.shape[-2], "input H")
         self.check_size(x.shape[-1], "input W")
 
