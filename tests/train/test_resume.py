@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -168,3 +169,29 @@ def test_segmentation_with_a_plain_module(tmp_path):
             train_data=bad,
             val_data=None,
         )  # checked on construction
+
+
+def test_a_run_whose_registered_input_changed_fails_clearly(tmp_path, monkeypatch):
+    """A run saves in_chans only where its data differed from the registered input; if the
+    registered input changes later (the FPN nets became RGB), loading names the cause."""
+    from skiplab import create_model
+    from skiplab.selftest.common import tiny_data
+    from skiplab.train import TrainConfig, Trainer
+
+    evaluate = importlib.import_module("skiplab.train.evaluate")  # the module, not the function
+
+    cfg = TrainConfig(
+        model="resnet20", model_args={"layers": [1, 1, 1]}, data="synthetic", val_split="none",
+        steps=1, batch_size=8, device="cpu", progress="off", out=str(tmp_path / "run"),
+    )  # fmt: skip
+    Trainer(cfg, train_data=tiny_data(n=16, size=8)).fit()
+    assert (
+        "in_chans" not in json.loads((tmp_path / "run" / "config.json").read_text())["model_args"]
+    )
+    evaluate.load_run(tmp_path / "run")  # loads as registered
+    # The registry's default input now has one channel: the saved weights no longer fit.
+    monkeypatch.setattr(
+        evaluate, "create_model", lambda name, **kw: create_model(name, in_chans=1, **kw)
+    )
+    with pytest.raises(ValueError, match=r"recorded no in_chans.*torch said: Error"):
+        evaluate.load_run(tmp_path / "run")

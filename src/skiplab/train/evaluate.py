@@ -17,7 +17,7 @@ from torch import nn
 
 from skiplab.data import ArrayDataset, DeviceLoader
 from skiplab.hardware import resolve_amp
-from skiplab.registry import create_model
+from skiplab.registry import create_model, get_model_entry
 from skiplab.train.checkpoint import load_latest
 from skiplab.train.config import TrainConfig
 from skiplab.train.losses import Loss
@@ -111,7 +111,22 @@ def load_run(run: str | Path, checkpoint: str | Path | None = None, report=None)
             "registered model; rebuild it yourself and load the .safetensors weights"
         )
     model = create_model(cfg.model, **cfg.model_args)
-    model.load_state_dict(ckpt.weights, strict=True)
+    try:
+        model.load_state_dict(ckpt.weights, strict=True)
+    except RuntimeError as exc:
+        if "in_chans" in cfg.model_args:
+            raise
+        # A run saves in_chans only where the data's channels differed from the registered
+        # input then; a registered input that changed since (the FPN nets became RGB) leaves
+        # the weights of a grayscale run unable to load. Say so instead of a size mismatch.
+        raise ValueError(
+            f"{ckpt.manifest_path}: the weights do not fit {cfg.model!r} as registered now "
+            f"(input {get_model_entry(cfg.model).input_size}); the run recorded no in_chans, so "
+            "it was trained when the registered input had other channels (the FPN nets were "
+            "1-channel before they became RGB). Rebuild it with create_model(name, "
+            "in_chans=C, ...) and load the run's weights. "
+            f"torch said: {str(exc).strip().splitlines()[0]}"
+        ) from exc
     return RunModel(model.eval(), cfg, ckpt.manifest["meta"], ckpt.manifest_path)
 
 
