@@ -111,7 +111,19 @@ def test_degradation_writes_curves_figures_and_verdicts(run_dir):
 def test_degradation_with_two_jobs_trains_the_same_nets(run_dir, tmp_path):
     # Workers train the runs; the experiment's own loop then only reads them.
     record = run_one(degradation.Degradation(), Settings(out_dir=tmp_path, jobs=2))
-    assert record.results["runs"] == load_results(run_dir / "degradation").results["runs"]
+    serial = load_results(run_dir / "degradation").results["runs"]
+    parallel = record.results["runs"]
+    # The same nets, steps and settings. A worker computes with cores // jobs threads, so its
+    # float sums may differ from a process with more threads in the last bits: the numbers
+    # agree closely, not bit for bit (bit-identical with OMP_NUM_THREADS=1).
+    strip = [{k: v for k, v in r.items() if k != "curve"} for r in parallel]
+    assert strip == [{k: v for k, v in r.items() if k != "curve"} for r in serial]
+    for a, b in zip(parallel, serial, strict=True):
+        assert [row["step"] for row in a["curve"]] == [row["step"] for row in b["curve"]]
+        for ra, rb in zip(a["curve"], b["curve"], strict=True):
+            assert ra["lr"] == rb["lr"]
+            assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-3)
+            assert ra["train_error"] == pytest.approx(rb["train_error"], abs=0.05)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
         f"{net}{d}-quick-seed0" for net in ("plain", "resnet") for d in (14, 8)
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +278,7 @@ def test_max_dataset_bytes_option(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "above the bound of 1.0 KiB (1024 bytes) (max_dataset_bytes" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / ".cache").exists()
+    assert ENV_VAR not in os.environ  # the bound held for that command only
     with pytest.raises(SystemExit):
         main([*args, "--max-dataset-bytes", "lots"])
     assert "expected a byte count such as 4294967296, 4GiB or 512MiB" in capsys.readouterr().err

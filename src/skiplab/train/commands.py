@@ -15,6 +15,7 @@ bound on what the data may expand to (default 4 GiB, see :mod:`skiplab.data.limi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -128,11 +129,26 @@ def _add_max_bytes(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _apply_max_bytes(args: argparse.Namespace) -> None:
+@contextlib.contextmanager
+def _max_bytes(args: argparse.Namespace):
+    """``--max-dataset-bytes`` as ``$SKIPLAB_MAX_DATASET_BYTES`` while the command runs (read by
+    load_dataset, inherited by distributed workers), then the environment as it was: a command
+    run in-process (``skiplab.cli.main``) leaves no bound behind for the next one."""
     from skiplab.data.limits import ENV_VAR
 
-    if getattr(args, "max_dataset_bytes", None) is not None:
-        os.environ[ENV_VAR] = str(args.max_dataset_bytes)  # read by load_dataset
+    value = getattr(args, "max_dataset_bytes", None)
+    if value is None:
+        yield
+        return
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(value)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -192,9 +208,13 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    with _max_bytes(args):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from skiplab.train.trainer import NonFiniteLoss, Trainer
 
-    _apply_max_bytes(args)
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     if "model_args" in values:
@@ -236,6 +256,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval -----------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    with _max_bytes(args):
+        return _eval(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
     from skiplab.data import load_dataset
     from skiplab.models.pretrained import load_pretrained, read_weights_file
     from skiplab.registry import create_model
@@ -244,7 +269,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if (args.run is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint FILE")
-    _apply_max_bytes(args)
     plain = args.checkpoint is not None and not args.checkpoint.endswith(".json")
     if plain:
         if not (args.model and args.data):
