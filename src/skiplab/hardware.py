@@ -132,10 +132,14 @@ def resolve_amp(amp: str, device: torch.device | str) -> str:
     return amp
 
 
+def precision_name(amp: str) -> str:
+    """What a resolved ``amp`` ("none", "bf16", "fp16") computes in, in words."""
+    return {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
+
+
 def describe_precision(amp: str, channels_last: bool, device: torch.device | str) -> str:
     """One line saying what a run computes in and why, e.g. for the first line of a run."""
     device = torch.device(device)
-    name = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
     where = processor().describe() if device.type == "cpu" else str(device)
     layout = "channels_last" if channels_last else "contiguous"
-    return f"{name}, {layout} on {where}"
+    return f"{precision_name(amp)}, {layout} on {where}"

@@ -343,22 +343,15 @@ class GradientFlow(Experiment):
             skip = [r for r in results["nets"] if r["kind"] in SHORTCUT_KINDS and when in r]
             names = ", ".join(sorted({_label(r) for r in skip}, key=_order))
             margins, guards, worst = self._per_seed(skip, when, chance, decades_inside, min)
-            if margins:
-                measured = "worst g_first/g_last per seed: " + "; ".join(
-                    f"seed {s} {_label(r)} {r[when]['ratio']:.3g} ({_trend(r[when]['ratio'])})"
-                    for s, r in worst.items()
+            measured = "worst g_first/g_last per seed: " + "; ".join(
+                f"seed {s} {_label(r)} {r[when]['ratio']:.3g} ({_trend(r[when]['ratio'])})"
+                for s, r in worst.items()
+            )
+            out.append(
+                self._judge(
+                    SHORTCUT_BOUNDED, when, measured, margins, guards, when=label, nets=names
                 )
-                out.append(
-                    SHORTCUT_BOUNDED.verdict(
-                        self.name, measured, margins, guards, when=label, nets=names
-                    )
-                )
-            else:
-                out.append(
-                    SHORTCUT_BOUNDED.undecidable(
-                        self.name, _no_net_why(when), guards, when=label, nets=names
-                    )
-                )
+            )
 
             plain = [r for r in results["nets"] if r["kind"] == "plain" and when in r]
             if not plain:
@@ -366,23 +359,23 @@ class GradientFlow(Experiment):
             deepest = max(r["depth"] for r in plain)
             plain = [r for r in plain if r["depth"] == deepest]
             margins, guards, used = self._per_seed(plain, when, chance, decades_below, min)
-            if margins:
-                measured = f"g_first/g_last of plain-{deepest} per seed: " + "; ".join(
-                    f"seed {s} {r[when]['ratio']:.3g} ({_trend(r[when]['ratio'])})"
-                    for s, r in used.items()
+            measured = f"g_first/g_last of plain-{deepest} per seed: " + "; ".join(
+                f"seed {s} {r[when]['ratio']:.3g} ({_trend(r[when]['ratio'])})"
+                for s, r in used.items()
+            )
+            out.append(
+                self._judge(
+                    PLAIN_VANISHES, when, measured, margins, guards, when=label, depth=deepest
                 )
-                out.append(
-                    PLAIN_VANISHES.verdict(
-                        self.name, measured, margins, guards, when=label, depth=deepest
-                    )
-                )
-            else:
-                out.append(
-                    PLAIN_VANISHES.undecidable(
-                        self.name, _no_net_why(when), guards, when=label, depth=deepest
-                    )
-                )
+            )
         return out
+
+    def _judge(self, claim, stage, measured, margins, guards, **fields) -> Verdict:
+        """The claim's verdict at ``stage`` ("init" or "trained"); undecidable when no net of
+        any seed passed its guard."""
+        if margins:
+            return claim.verdict(self.name, measured, margins, guards, **fields)
+        return claim.undecidable(self.name, _no_net_why(stage), guards, **fields)
 
     @staticmethod
     def _per_seed(rows, when, chance, margin_of, pick):

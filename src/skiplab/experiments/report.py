@@ -29,6 +29,7 @@ from skiplab.experiments.verdict import (
     Verdict,
 )
 from skiplab.fileio import atomic_write
+from skiplab.hardware import precision_name
 
 
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
@@ -83,10 +84,6 @@ _BUDGET_STATEMENTS = {
 def md_text(text) -> str:
     """``text`` as literal Markdown: punctuation escaped, one line (safe in a table cell)."""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text)).replace("\n", " ")
-
-
-def _cell(text: str) -> str:
-    return md_text(text)
 
 
 def build_report(run_dir: Path, experiments: list[Experiment]) -> Path:
@@ -211,10 +208,9 @@ def _common_deviations(settings: dict) -> list[str]:
 
 def _precision_line(settings: dict, env: dict) -> str:
     """What the nets computed in, what was asked, and what the CPU does natively."""
-    name = {"none": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[settings["amp"]]
     asked = settings.get("amp_asked") or settings["amp"]
     layout = "channels_last" if settings.get("channels_last") else "contiguous"
-    line = f"- precision: {name} (amp {asked}), {layout}"
+    line = f"- precision: {precision_name(settings['amp'])} (amp {asked}), {layout}"
     cpu = env.get("cpu")
     if cpu:  # results written before the CPU was recorded have no entry
         bf16 = "native bf16" if cpu["native_bf16"] else "no native bf16"
@@ -233,13 +229,13 @@ def _interval(v: Verdict) -> str:
 def _verdict_row(v: Verdict) -> str:
     source = v.source + (f" ({v.paper})" if v.paper else "")
     return (
-        f"| **{v.status}** | {_cell(v.claim)} | {v.experiment} | {measured_cell(v)} | "
+        f"| **{v.status}** | {md_text(v.claim)} | {v.experiment} | {_measured_cell(v)} | "
         f"{_interval(v)} | "
-        f"{v.min_effect:g} | {v.n} | {_cell(v.guard_text)} | {_cell(source or '—')} |"
+        f"{v.min_effect:g} | {v.n} | {md_text(v.guard_text)} | {md_text(source or '—')} |"
     )
 
 
-def measured_cell(v: Verdict) -> str:
+def _measured_cell(v: Verdict) -> str:
     """The measured numbers, then (in italics) why the verdict is INCONCLUSIVE, if it is."""
     text = md_text(v.measured)
     if v.note and v.note != v.measured:
@@ -256,7 +252,7 @@ def _claims_detail(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         margins = ", ".join(f"{m:+.3g}" for m in v.values) or "—"
         rows.append(
-            f"| {_cell(v.claim)} | {v.min_effect:g} | {_cell(v.why_min or '—')} | {margins} |"
+            f"| {md_text(v.claim)} | {v.min_effect:g} | {md_text(v.why_min or '—')} | {margins} |"
         )
     return "\n".join(rows)
 

@@ -171,9 +171,8 @@ class Trainer:
         self._watchdog: distributed.Watchdog | None = None
 
     def _build(self, cfg, model, train_data, val_data) -> None:
-        if cfg.amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("amp='fp16' needs CUDA, which is not available (use amp='bf16')")
         # "auto" becomes what this device runs natively; the saved config holds the choice.
+        # fp16 without CUDA (device "auto" on a machine without a GPU) is refused here.
         cfg = replace(cfg, amp=resolve_amp(cfg.amp, self.device))
         world = self.dist.world_size
         if cfg.batch_size % world:
