@@ -8,7 +8,8 @@ map can be folded into the convolution: ``W' = W * s``, ``b' = (b - mean) * s + 
 Which pairs may be folded is a property of a module's ``forward``, which this module cannot
 see, so the pairs come from two places only:
 
-- a module that defines ``conv_bn_pairs()`` names its own pairs (dotted paths relative to
+- a module that defines ``conv_bn_pairs()`` (the unit contract
+  :class:`skiplab.models._base.FusableUnit`) names its own pairs (dotted paths relative to
   itself), e.g. ``BasicBlock``: ``(("conv1", "bn1"), ("conv2", "bn2"))``; a pre-activation
   unit names only the BatchNorms that follow a convolution (``conv1 -> bn2``), not the one
   that reads the unit's input;
@@ -27,15 +28,16 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from skiplab.models._base import FusableUnit
+
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """Qualified names ``(conv, bn)`` of every pair :func:`fuse_bn` folds in ``model``."""
     pairs: list[tuple[str, str]] = []
     for prefix, module in model.named_modules():
         dot = f"{prefix}." if prefix else ""
-        declared = getattr(module, "conv_bn_pairs", None)
-        if callable(declared):
-            pairs += [(dot + conv, dot + bn) for conv, bn in declared()]
+        if isinstance(module, FusableUnit):
+            pairs += [(dot + conv, dot + bn) for conv, bn in module.conv_bn_pairs()]
         if isinstance(module, nn.Sequential):
             children = list(module._modules.items())
             for (a, first), (b, second) in zip(children, children[1:], strict=False):

@@ -10,8 +10,9 @@ one layer.
 
 Everything works through ``model.iter_blocks()``, without knowing the architecture:
 
-- :func:`lesioned`: the named units keep only their shortcut. A unit with a ``skip(x)`` method
-  (the shortcut path alone) computes ``block.skip(x)``; a highway layer gets its transform gate
+- :func:`lesioned`: the named units keep only their shortcut. A unit of the contract
+  :class:`skiplab.models._base.SkipUnit` computes ``block.skip(x)`` (the shortcut path alone); a
+  gated unit (:class:`~skiplab.models._base.GatedUnit`, a highway layer) gets its transform gate
   closed (``set_gate("closed")``), so that it carries its input.
 - :func:`removed`: the named units become identity maps (the plain-net comparison); possible
   only where a unit's input and output shapes agree.
@@ -39,7 +40,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from skiplab.models._base import check_choice, check_positive_int, frozen_bn_stats
+from skiplab.models._base import (
+    GatedUnit,
+    SkipUnit,
+    check_choice,
+    check_positive_int,
+    frozen_bn_stats,
+)
 
 MODES = ("lesion", "remove")
 Evaluate = Callable[[nn.Module], float]
@@ -115,16 +122,15 @@ def _shortcut_of(name: str, block: nn.Module) -> Callable | None:
         ValueError: for a unit without a shortcut (a plain unit).
     """
     # A gated unit is lesioned the highway paper's way, by closing its gate (same output).
-    if getattr(block, "gate", None) is not None and callable(getattr(block, "set_gate", None)):
+    if isinstance(block, GatedUnit) and block.gate is not None:
         return None
-    skip = getattr(block, "skip", None)
-    if callable(skip):
-        if not getattr(block, "residual", True):
+    if isinstance(block, SkipUnit):
+        if not block.residual:
             raise ValueError(
                 f"block {name} ({type(block).__name__}) has residual=False: a plain net has no "
                 "shortcut to keep; use removed() to take the whole unit out"
             )
-        return skip
+        return block.skip
     raise ValueError(
         f"block {name} ({type(block).__name__}) has neither a skip(x) method nor a transform "
         "gate, so there is no shortcut to keep (a plain unit); use removed() to take the whole "

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from skiplab.analysis.lesion import named_blocks, replaced_method, select_blocks
-from skiplab.models._base import check_positive_int, frozen_bn_stats
+from skiplab.models._base import SkipUnit, check_positive_int, frozen_bn_stats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,7 +89,7 @@ def path_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     bad = [
         f"{name} ({type(block).__name__})"
         for name, block in blocks.items()
-        if not callable(getattr(block, "skip", None)) or not getattr(block, "residual", True)
+        if not isinstance(block, SkipUnit) or not block.residual
     ]
     if bad:
         raise ValueError(

@@ -52,9 +52,7 @@ BUDGETS = {
     # CIFAR-10: every training image, the paper's widths and depths, area-downsampled to 16x16
     # so that the 24 runs (8 nets, 3 seeds) fit about 90 minutes on two CPU cores; 3 epochs
     # (1170 steps) and a warm-up capped at 100 steps, under a tenth of the run.
-    "standard": DegradationBudget(
-        (20, 32, 44, 56), 3, 128, 0.1, DataPlan(None, 2000, 16), {}, 100
-    ),
+    "standard": DegradationBudget((20, 32, 44, 56), 3, 128, 0.1, DataPlan(None, 2000, 16), {}, 100),
     # 164 epochs of 390 batches: the paper's 64k iterations.
     "paper": DegradationBudget((20, 32, 44, 56, 110), 164, 128, 0.1, DataPlan(), {}),
 }

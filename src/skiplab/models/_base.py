@@ -8,7 +8,9 @@ Every model is a :class:`SkipNet`:
   entry also reads as timm's dict (``feature_info[0]["num_chs"]``);
 - classification nets have ``get_classifier()`` and ``reset_classifier(num_classes)``;
 - ``iter_blocks()`` yields ``(name, block)`` for every unit that owns a skip connection, so
-  that analysis code can hook or lesion blocks without knowing the architecture;
+  that analysis code can hook or lesion blocks without knowing the architecture; what a unit
+  offers that code is declared once, below, as the unit contract (:class:`SkipUnit`,
+  :class:`GatedUnit`, :class:`ZeroInitUnit`, :class:`FusableUnit`);
 - ``set_grad_checkpointing(True)`` recomputes blocks in backward to save memory;
 - a wrong input raises ``ValueError`` naming the expected and the given shape before any
   convolution runs; under ``torch.fx`` symbolic tracing (a ``Proxy`` input, e.g.
@@ -22,6 +24,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -54,6 +57,53 @@ class FeatureInfo(Mapping):
     @classmethod
     def _keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# -- the unit contract ----------------------------------------------------------------------------
+# What the blocks of ``iter_blocks()`` may offer, declared once. Analysis code (skiplab.analysis,
+# skiplab.fuse) asks ``isinstance(block, SkipUnit)`` and never probes for attributes; a new family
+# takes part by implementing these methods (structural typing: no base class needed).
+@runtime_checkable
+class SkipUnit(Protocol):
+    """A unit whose output is branch + shortcut: ResNet units, residual and highway layers.
+
+    ``residual``: False for the plain control unit built from the same code (same layers and
+    parameter names, no addition). ``skip(x)``: the shortcut path alone, what the unit computes
+    when its branch is deleted (Veit et al. 2016 lesion; the identity, or the option A padding /
+    option B projection of He et al. 2015 where shapes change).
+    """
+
+    residual: bool
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class GatedUnit(Protocol):
+    """A unit whose shortcut is gated (highway layers, Srivastava et al. 2015): ``gate`` is the
+    transform gate (None for the layer's ungated forms) and ``set_gate("closed")`` makes the unit
+    carry its input, which is how the highway paper lesions a layer."""
+
+    gate: nn.Module | None
+
+    def set_gate(self, mode: str) -> None: ...
+
+
+@runtime_checkable
+class ZeroInitUnit(Protocol):
+    """A unit that can start as its shortcut: ``zero_init_last()`` zeroes the last scale of its
+    branch (the last BN's gamma, or the last convolution without a BN after it), so that the
+    branch outputs 0 at initialisation (Goyal et al. 2017)."""
+
+    def zero_init_last(self) -> None: ...
+
+
+@runtime_checkable
+class FusableUnit(Protocol):
+    """A module that names its (conv, bn) pairs whose BN reads only the conv's output, relative
+    to itself, so that skiplab.fuse can fold them for inference."""
+
+    def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]: ...
 
 
 class SkipNet(nn.Module):

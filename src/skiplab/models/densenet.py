@@ -44,6 +44,7 @@ from skiplab.models._base import (
     SkipNet,
     check_choice,
     check_positive_int,
+    checkpointed,
     frozen_bn_stats,
 )
 from skiplab.registry import register_config_model
@@ -58,12 +59,10 @@ def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 
     return conv
 
 
-def _join(features: Sequence[torch.Tensor], dense: bool) -> torch.Tensor:
-    """Concatenate a block's maps along channels; without dense connections all but the last
-    are replaced by zeros of the same shape (see the module docstring)."""
-    if not dense:
-        features = [*(torch.zeros_like(f) for f in features[:-1]), features[-1]]
-    return torch.cat(features, 1)
+def _only_last(features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The ``dense=False`` control: every map but the last replaced by zeros of its shape (see
+    the module docstring), so that widths and parameters stay those of the dense net."""
+    return (*(torch.zeros_like(f) for f in features[:-1]), features[-1])
 
 
 class DenseLayer(nn.Module):
@@ -109,7 +108,8 @@ class DenseLayer(nn.Module):
     def _first(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         # cat -> (N, sum C_i, H, W) -> BN-ReLU-Conv -> (N, bn_size*k or k, H, W). The wide
         # concatenation and its BN and ReLU outputs are what memory_efficient avoids storing.
-        return self.conv1(self.relu1(self.norm1(_join(features, self.dense))))
+        x = torch.cat(features if self.dense else _only_last(features), 1)  # (N, sum C_i, H, W)
+        return self.conv1(self.relu1(self.norm1(x)))
 
     def _recompute_contexts(self):
         # Forward runs normally; the recomputation in backward must not update BN statistics.
@@ -136,8 +136,10 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.ModuleDict):
     """``denselayer1..n``; layer j sees ``in_ch + (j - 1) * k`` channels and adds k more.
 
-    A container: the network runs the layers (so that gradient checkpointing and hooks see
-    each one) and calls :meth:`join` for the block output, (N, in_ch + n * k, H, W).
+    forward: (N, in_ch, H, W) -> (N, in_ch + n * k, H, W), every layer's maps concatenated to
+    the block's input (the dense connections, paper eq. 2), as torchvision's ``_DenseBlock``.
+    ``grad_checkpointing`` (set by :meth:`DenseNet.set_grad_checkpointing`) recomputes each
+    layer in backward; the layers are called as modules either way, so hooks see each one.
     """
 
     def __init__(
@@ -163,9 +165,20 @@ class DenseBlock(nn.ModuleDict):
             )
         self.dense = dense
         self.out_ch = in_ch + n_layers * growth_rate
+        self.grad_checkpointing = False
 
-    def join(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        return _join(features, self.dense)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features: tuple[torch.Tensor, ...] = (x,)  # x_0, then x_1 .. x_n: (N, k, H, W) each
+        for layer in self.values():
+            # A new tuple per layer, never a list grown in place: checkpointing recomputes a
+            # layer in backward from the very maps it saw in forward.
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                new = checkpointed(layer, features)
+            else:
+                new = layer(features)
+            features = (*features, new)
+        # The dense connections: the block's output is [x_0, x_1, ..., x_n] (paper eq. 2).
+        return torch.cat(features if self.dense else _only_last(features), 1)
 
 
 class Transition(nn.Sequential):
@@ -355,14 +368,13 @@ class DenseNet(SkipNet):
         """The ImageNet stem's (conv0, norm0) (see skiplab.fuse); dense layers name theirs."""
         return (("features.conv0", "features.norm0"),) if self.cfg.stem == "imagenet" else ()
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every dense layer in backward instead of storing its activations."""
+        super().set_grad_checkpointing(enable)
+        for i in range(len(self.cfg.block_config)):
+            self.features[f"denseblock{i + 1}"].grad_checkpointing = self.grad_checkpointing
+
     # -- forward -----------------------------------------------------------------------------
-    def _dense_block(self, block: DenseBlock, x: torch.Tensor) -> torch.Tensor:
-        features: tuple[torch.Tensor, ...] = (x,)
-        for layer in block.values():
-            # A new tuple per layer, never a list grown in place: checkpointing recomputes a
-            # layer in backward from the very maps it saw in forward.
-            features = (*features, self.run_block(layer, features))
-        return block.join(features)
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stem output and every dense block's output, in ``feature_info`` order."""
@@ -384,7 +396,7 @@ class DenseNet(SkipNet):
             x = f["pool0"](x)
         n_blocks = len(self.cfg.block_config)
         for i in range(n_blocks):
-            x = self._dense_block(f[f"denseblock{i + 1}"], x)
+            x = f[f"denseblock{i + 1}"](x)
             if outs is not None:
                 outs.append(x)
             if i < n_blocks - 1:

@@ -151,6 +151,16 @@ class ResNet(SkipNet):
                 FeatureInfo("relu" if not cfg.preact else "conv1", cfg.stem_width, 1)
             ]
 
+        # ResNeXt's cardinality and width and the Caffe stride placement: bottlenecks only.
+        bottleneck_args = (
+            {
+                "groups": cfg.groups,
+                "base_width": cfg.width_per_group,
+                "stride_in_1x1": cfg.stride_in_1x1,
+            }
+            if cfg.block == "bottleneck"
+            else {}
+        )
         # Stages. Stochastic depth rises linearly over all units (Huang et al. 2016).
         total_units = sum(cfg.layers)
         unit_index = 0
@@ -173,12 +183,10 @@ class ResNet(SkipNet):
                         make_shortcut(
                             cfg.shortcut, inplanes, out_ch, s, None if cfg.preact else norm
                         ),
-                        groups=cfg.groups,
-                        base_width=cfg.width_per_group,
                         norm_layer=norm,
                         residual=cfg.shortcut != "none",
                         drop_path=rate,
-                        stride_in_1x1=cfg.stride_in_1x1,
+                        **bottleneck_args,
                     )
                 )
                 inplanes = out_ch

@@ -5,10 +5,12 @@ BasicBlock (3x3, 3x3) and Bottleneck (1x1 reduce, 3x3, 1x1 expand), ReLU after t
 He et al. 2016, "Identity Mappings in Deep Residual Networks" (arXiv:1603.05027):
 PreActBasic and PreActBottleneck, BN -> ReLU -> conv, nothing after the addition.
 
-Every block has the same constructor signature and an ``expansion`` attribute, as in
-torchvision. The shortcut is a module passed in (``downsample``; None means identity), and
-``residual=False`` removes the addition altogether, which turns the block into a unit of a
-plain control network with the same layers and parameter names.
+Every block takes ``(inplanes, planes, stride, downsample, ..., norm_layer)`` as torchvision's do
+and has an ``expansion`` attribute; only the bottlenecks take ResNeXt's ``groups`` and
+``base_width`` and the Caffe models' ``stride_in_1x1``. The shortcut is a module passed in
+(``downsample``; None means identity), and ``residual=False`` removes the addition altogether,
+which turns the block into a unit of a plain control network with the same layers and parameter
+names. Each block writes its addition in its own ``forward``.
 
 Shortcut options (paper section 3.3): "A" identity, zero-padding + subsampling where shapes
 change (no parameters); "B" identity, projection where shapes change; "C" projection
@@ -26,13 +28,8 @@ from skiplab.models._base import DropPath
 SHORTCUTS = ("A", "B", "C", "none")
 
 
-def conv3x3(
-    in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1
-) -> nn.Conv2d:
-    conv = nn.Conv2d(
-        in_ch, out_ch, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation
-    )
-    return _he_init(conv)
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return _he_init(nn.Conv2d(in_ch, out_ch, 3, stride, padding=1, groups=groups, bias=False))
 
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -95,7 +92,16 @@ def make_shortcut(
 
 
 class _ResidualUnit(nn.Module):
-    """What every unit shares: the skip path, the addition switch and stochastic depth."""
+    """What every unit shares: the shortcut path, the addition switch and stochastic depth.
+
+    Implements the unit contract of :mod:`skiplab.models._base` (``SkipUnit``,
+    ``ZeroInitUnit``, ``FusableUnit``); each unit writes its own addition in its ``forward``.
+    The original units (ReLU after the sum) add in place when autograd is off, as torchvision's
+    ``out += identity``: the branch output is read by nothing else, so inference saves one
+    activation-sized allocation per unit (``skiplab bench --modes infer`` measures it against
+    torchvision). With autograd the sum is a new tensor, so that hooks that kept the branch
+    output (residual responses, gradient flow) see it unchanged.
+    """
 
     expansion = 1
 
@@ -111,16 +117,6 @@ class _ResidualUnit(nn.Module):
         (Veit et al. 2016 lesion)."""
         return x if self.downsample is None else self.downsample(x)
 
-    def _add_skip(self, branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """F(x) + shortcut(x). Without autograd (inference) the sum is written into the branch
-        output, which nothing else reads, as torchvision's ``out += identity`` does: one
-        activation-sized allocation less per unit. With autograd it is a new tensor, so that
-        hooks that kept the branch output see it unchanged."""
-        branch = self.drop_path(branch)
-        if torch.is_grad_enabled():
-            return branch + self.skip(x)
-        return branch.add_(self.skip(x))
-
 
 class BasicBlock(_ResidualUnit):
     """Two 3x3 convolutions; ReLU after the addition (paper Fig. 2, Table 1 18/34 layers)."""
@@ -133,35 +129,27 @@ class BasicBlock(_ResidualUnit):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
         norm_layer: type[nn.Module] | None = None,
         *,
         residual: bool = True,
         drop_path: float = 0.0,
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError(
-                f"BasicBlock supports groups=1, base_width=64; got {groups}, {base_width}"
-            )
-        if stride_in_1x1:
-            raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
         norm_layer = norm_layer or nn.BatchNorm2d
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilation)
+        self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, dilation=dilation)
+        self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
         self._setup_skip(downsample, residual, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = self._add_skip(out, x)
+        out = self.relu(self.bn1(self.conv1(x)))  # (N, planes, H/stride, W/stride)
+        out = self.bn2(self.conv2(out))  # F(x)
+        if self.residual and torch.is_grad_enabled():
+            out = self.drop_path(out) + self.skip(x)  # the skip connection: F(x) + x
+        elif self.residual:
+            out = self.drop_path(out).add_(self.skip(x))  # the same sum in place, inference only
         return self.relu(out)
 
     def zero_init_last(self) -> None:
@@ -190,7 +178,6 @@ class Bottleneck(_ResidualUnit):
         downsample: nn.Module | None = None,
         groups: int = 1,
         base_width: int = 64,
-        dilation: int = 1,
         norm_layer: type[nn.Module] | None = None,
         *,
         residual: bool = True,
@@ -203,7 +190,7 @@ class Bottleneck(_ResidualUnit):
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, width, s1)
         self.bn1 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, s3, groups, dilation)
+        self.conv2 = conv3x3(width, width, s3, groups)
         self.bn2 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = norm_layer(planes * self.expansion)
@@ -213,9 +200,11 @@ class Bottleneck(_ResidualUnit):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.residual:
-            out = self._add_skip(out, x)
+        out = self.bn3(self.conv3(out))  # F(x): (N, planes * 4, H/stride, W/stride)
+        if self.residual and torch.is_grad_enabled():
+            out = self.drop_path(out) + self.skip(x)  # the skip connection: F(x) + x
+        elif self.residual:
+            out = self.drop_path(out).add_(self.skip(x))  # the same sum in place, inference only
         return self.relu(out)
 
     def zero_init_last(self) -> None:
@@ -241,11 +230,6 @@ class _PreActUnit(_ResidualUnit):
             return self.downsample(self.relu(self.bn1(x)) if pre is None else pre)
         return super().skip(x)
 
-    def _add(self, out: torch.Tensor, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        if not self.residual:
-            return out
-        return self.drop_path(out) + self.skip(x, pre)
-
 
 class PreActBasic(_PreActUnit):
     """BN-ReLU-3x3, BN-ReLU-3x3, then the addition and nothing after it (2016 paper Fig. 1b)."""
@@ -258,35 +242,27 @@ class PreActBasic(_PreActUnit):
         planes: int,
         stride: int = 1,
         downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
         norm_layer: type[nn.Module] | None = None,
         *,
         residual: bool = True,
         drop_path: float = 0.0,
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError(
-                f"PreActBasic supports groups=1, base_width=64; got {groups}, {base_width}"
-            )
-        if stride_in_1x1:
-            raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
         norm_layer = norm_layer or nn.BatchNorm2d
         self.bn1 = norm_layer(inplanes)
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilation)
+        self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = norm_layer(planes)
-        self.conv2 = conv3x3(planes, planes, dilation=dilation)
+        self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU()  # not in-place: the pre-activation may feed the shortcut
         self._setup_skip(downsample, residual, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.relu(self.bn1(x))
+        pre = self.relu(self.bn1(x))  # the pre-activation; a projection shortcut reads it too
         out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return self._add(out, x, pre)
+        out = self.conv2(self.relu(self.bn2(out)))  # F(x): (N, planes, H/stride, W/stride)
+        if self.residual:
+            out = self.drop_path(out) + self.skip(x, pre)  # the skip connection: F(x) + x
+        return out  # nothing after the addition: a clean identity path (2016 paper, eq. 4)
 
     def zero_init_last(self) -> None:
         """Zero the last convolution: with no BN after it, this makes the branch output 0."""
@@ -310,7 +286,6 @@ class PreActBottleneck(_PreActUnit):
         downsample: nn.Module | None = None,
         groups: int = 1,
         base_width: int = 64,
-        dilation: int = 1,
         norm_layer: type[nn.Module] | None = None,
         *,
         residual: bool = True,
@@ -324,7 +299,7 @@ class PreActBottleneck(_PreActUnit):
         self.bn1 = norm_layer(inplanes)
         self.conv1 = conv1x1(inplanes, width, s1)
         self.bn2 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, s3, groups, dilation)
+        self.conv2 = conv3x3(width, width, s3, groups)
         self.bn3 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.relu = nn.ReLU()
@@ -334,8 +309,10 @@ class PreActBottleneck(_PreActUnit):
         pre = self.relu(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
-        return self._add(out, x, pre)
+        out = self.conv3(self.relu(self.bn3(out)))  # F(x): (N, planes * 4, H/stride, W/stride)
+        if self.residual:
+            out = self.drop_path(out) + self.skip(x, pre)  # the skip connection: F(x) + x
+        return out
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.conv3.weight)
