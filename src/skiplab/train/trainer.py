@@ -221,7 +221,8 @@ class Trainer:
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
             # The multi-tensor update: bit-identical to the per-parameter loop, which torch
-            # picks on a CPU, and half its time there for nets of many small tensors.
+            # picks on a CPU, and faster there for nets of many small tensors (measured:
+            # docs/benchmarks.md, section 'Per-step overheads of the trainer').
             foreach=True,
         )
         self.schedule = LRSchedule(cfg, self.total_steps)
@@ -548,7 +549,8 @@ class Trainer:
         0-d tensor; no host synchronisation).
 
         One multi-tensor max-abs norm instead of a check per tensor: this runs every step, and
-        for a 100-layer MLP the per-tensor checks took a quarter of the step on a CPU. The
+        for nets of many small tensors the per-tensor checks took a large share of a CPU step
+        (measured: docs/benchmarks.md, section 'Per-step overheads of the trainer'). The
         max-abs norm is finite exactly when every element is (an L2 norm would also overflow
         for finite values beyond ~1e19, which a BatchNorm running variance can legitimately
         reach in an exploding plain net).
