@@ -2,11 +2,12 @@
 
 bf16 autocast pays only where the hardware multiplies bf16 natively: x86 CPUs with AVX-512 BF16
 or AMX, and GPUs that ``torch.cuda.is_bf16_supported()`` accepts. On other CPUs (AVX2 only, or
-AVX-512 without BF16) oneDNN emulates bf16 through fp32, which costs more than fp32 itself
-(about 8x slower for a CIFAR ResNet's training step on a 2-core AVX2 AMD EPYC; the numbers are in
-docs/benchmarks.md). So ``amp="auto"``, the default wherever a precision is chosen for the user
-(``skiplab reproduce``, ``make demo``, the ``fast`` recipe), picks bf16 only with native support,
-and an explicit ``amp="bf16"`` without it still runs, with a :class:`SlowPrecisionWarning`.
+AVX-512 without BF16) oneDNN emulates bf16 through fp32, which makes a CIFAR ResNet's training
+step several times slower than fp32 itself (measured: docs/benchmarks.md, section 'CPU without
+native bf16: AMD EPYC (AVX2)'). So ``amp="auto"``, the default wherever a precision is chosen
+for the user (``skiplab reproduce``, ``make demo``, the ``fast`` recipe), picks bf16 only with
+native support, and an explicit ``amp="bf16"`` without it still runs, with a
+:class:`SlowPrecisionWarning`.
 
     >>> from skiplab.hardware import processor, resolve_amp
     >>> processor().describe()            # e.g. 'AMD EPYC (AVX2; no native bf16)'
@@ -28,7 +29,8 @@ AMPS = ("auto", "none", "bf16", "fp16")
 # /proc/cpuinfo flags of native bf16 arithmetic: AVX-512 BF16 (Cooper Lake, Zen 4 and later)
 # and AMX (Sapphire Rapids and later).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-# The slowdown named in the warning, measured on a CPU without them (docs/benchmarks.md).
+# The slowdown named in the warning, measured on a CPU without them (docs/benchmarks.md,
+# section 'CPU without native bf16: AMD EPYC (AVX2)').
 EMULATED_BF16_SLOWDOWN = "about 8x slower than fp32"
 
 

@@ -236,10 +236,10 @@ class ResNet(SkipNet):
             every: Units per checkpointed segment. 1 stores every unit's input; k stores one
                 input per k units and, in backward, recomputes k units at a time: the stored
                 inputs fall from n to n/k per stage while one segment's activations are held
-                (Chen et al. 2016, arXiv:1604.06174). A training step of preact_resnet1001
-                (111 units per stage) at batch 128 peaks at 8.7 GiB on a CPU with every=1,
-                4.1-5.5 / 5.1 / 6.8 GiB with every=5 / 10 / 20 (docs/benchmarks.md; the
-                peak moves between identical runs).
+                (Chen et al. 2016, arXiv:1604.06174). For preact_resnet1001 (111 units per
+                stage) at batch 128, segments of 5 to 10 units gave the lowest peak, far
+                below every=1 (measured: docs/benchmarks.md, section 'Training memory of
+                the deepest ResNet').
         """
         check_positive_int("every", every)
         super().set_grad_checkpointing(enable)
@@ -259,7 +259,8 @@ class ResNet(SkipNet):
         """Stem and stages; appends the stem's and every stage's output to ``outs`` when given.
 
         forward_features passes no list: holding every stage's output until the end kept
-        activation-sized buffers from being reused and made inference measurably slower.
+        activation-sized buffers from being reused and made inference measurably slower
+        (measured: docs/benchmarks.md, section 'CPU with native bf16: Intel Xeon (AVX-512 BF16)').
         """
         self.check_input(x)
         x = self._stem(x)

@@ -10,8 +10,9 @@ ends bit-identical to an uninterrupted one.
 Per step: forward, one all-reduce of (loss, wrong, count, non-finite weights, stop flags) so
 that every rank agrees on the training error (for the warm-up), on a non-finite loss or weights
 (stop before the update, no checkpoint afterwards) and on a signal (checkpoint and stop at the
-same step), then backward and the SGD update. Weights and buffers are checked again before
-every checkpoint and evaluation, so a checkpoint never holds NaN or infinite values.
+same step), then backward and the SGD update (:meth:`Trainer._train_step`; the all-reduce's
+packing is :mod:`skiplab.train.guard`). Weights and buffers are checked again before every
+checkpoint and evaluation, so a checkpoint never holds NaN or infinite values.
 
 In a distributed run every collective fails after ``cfg.dist_timeout`` seconds, naming the
 ranks that did not arrive, and a watchdog ends a rank that makes no progress for that long, so
@@ -53,6 +54,7 @@ from skiplab.train.checkpoint import (
 )
 from skiplab.train.config import RUNTIME_FIELDS, TrainConfig, config_diff
 from skiplab.train.evaluate import autocast, evaluate
+from skiplab.train.guard import Agreed, StepGuard
 from skiplab.train.losses import Loss
 from skiplab.train.metrics_log import MetricsLog
 from skiplab.train.schedule import LRSchedule
@@ -219,11 +221,13 @@ class Trainer:
             nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
             # The multi-tensor update: bit-identical to the per-parameter loop, which torch
-            # picks on a CPU, and half its time there for nets of many small tensors.
+            # picks on a CPU, and faster there for nets of many small tensors (measured:
+            # docs/benchmarks.md, section 'Per-step overheads of the trainer').
             foreach=True,
         )
         self.schedule = LRSchedule(cfg, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.guard = StepGuard(self.dist, self.device)
 
     # -- public -----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -378,56 +382,67 @@ class Trainer:
         return stop
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
-        """One SGD step; returns True when some rank got a signal or a stop request."""
+        """One SGD step on this rank's share of the batch: images ``x`` (B, C, H, W), targets
+        ``y`` (B,) or, for segmentation, (B, H, W). Returns True when some rank got a signal or
+        a stop request.
+
+        The core is the loop of every PyTorch example: forward, loss, backward, update. The
+        lines marked "guard" make every rank agree, before the update, on what ends the run
+        (:mod:`skiplab.train.guard`); the last lines keep the epoch's sums.
+        """
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        # Summed over ranks below: loss, wrong, bad, count, then one flag per stop reason. The
-        # host-to-device copy goes first, before the device has this step's work queued.
-        flags = [float(self.stop_signal == s) for s in runtime.STOP_SIGNALS]
-        flags.append(float(self._stop_requested))
-        extra = torch.tensor([float(y.numel()), *flags], device=self.device)
-        bad = self._non_finite_tensors()[None].float()  # of the previous step's update
-        if self.cfg.compile:
+        # guard: this rank's stop flags (a host-to-device copy, queued first), and its count of
+        # tensors the previous update left NaN or inf (before the forward changes BN buffers)
+        flags = self.guard.flags(y.numel(), self.stop_signal, self._stop_requested)
+        non_finite = self._non_finite_tensors()
+
+        if self.cfg.compile:  # CUDA graphs must be told that a new step begins
             runtime.begin_compiled_step(self.cfg.compile_mode)
         with autocast(self.device, self.cfg.amp):
-            logits = self.net(x)
-        loss = self.loss_fn(logits, y)
-        wrong = (logits.detach().argmax(dim=1) != y).sum()
-        stats = torch.cat([loss.detach().float()[None], wrong.float()[None], bad, extra])
-        stats = distributed.all_reduce_sum(stats, self.dist)
+            logits = self.net(x)  # (B, K), or (B, K, H, W) for segmentation
+        loss = self.loss_fn(logits, y)  # 0-d, float32: Loss upcasts the logits itself
+        # guard: loss, errors and flags summed over ranks (queued; read after the backward)
+        sums = self.guard.all_reduce(loss, _wrong(logits, y), non_finite, flags)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        # The one read of device values per step comes after the backward, so that forward and
-        # backward are queued without a wait between them. The weights are still untouched: a
-        # non-finite loss stops the run before the update, as before.
-        loss_sum, wrong, bad, count, *flags = stats.tolist()
-        mean_loss = loss_sum / self.dist.world_size
-        if bad > 0:
+        self.scaler.scale(loss).backward()  # scale() is the identity unless amp is fp16
+        # guard: the step's one wait for the device, after the backward so that forward and
+        # backward queue back to back; NaN or inf on any rank raises here, before the update
+        agreed = self.guard.read(sums)
+        self._raise_if_non_finite(agreed, lr)
+        self.scaler.step(self.optimizer)  # optimizer.step(); fp16 skips it on overflowed grads
+        self.scaler.update()
+
+        self.schedule.observe(self.step, agreed.error)  # the error-driven warm-up watches it
+        self._add_to_epoch(agreed, lr)
+        if agreed.signal is not None:  # a signal to any rank stops every rank after this step
+            self.stop_signal = agreed.signal
+        return agreed.stop
+
+    def _raise_if_non_finite(self, agreed: Agreed, lr: float) -> None:
+        """NonFiniteWeights or NonFiniteLoss, on every rank alike, when the ranks saw NaN/inf."""
+        if agreed.non_finite > 0:
             self._raise_non_finite_weights(f"in step {self.step + 1}, before its update")
-        if not math.isfinite(mean_loss):
+        if not math.isfinite(agreed.loss):
             raise NonFiniteLoss(
-                f"non-finite training loss ({mean_loss}) at step {self.step + 1} (epoch "
+                f"non-finite training loss ({agreed.loss}) at step {self.step + 1} (epoch "
                 f"{self.epoch}, batch {self.position} of {self.steps_per_epoch}), lr {lr:g}; "
                 f"stopped before the update, nothing written after step {self.step}; the last "
                 f"checkpoint is {self.last_checkpoint or 'none'}"
             )
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.schedule.observe(self.step, wrong / count)
+
+    def _add_to_epoch(self, agreed: Agreed, lr: float) -> None:
+        """Keep the step's lr and mean loss, and add it to the epoch's sums (its metrics row)."""
         self.lr = lr
-        self.last_loss = mean_loss
+        self.last_loss = agreed.loss
         sums = self.epoch_sums
-        sums["loss"] += mean_loss
-        sums["wrong"] += wrong
-        sums["count"] += count
+        sums["loss"] += agreed.loss
+        sums["wrong"] += agreed.wrong
+        sums["count"] += agreed.count
         sums["steps"] += 1
-        for sig, flag in zip(runtime.STOP_SIGNALS, flags, strict=False):
-            if flag > 0:  # a signal on any rank stops every rank, at this same step
-                self.stop_signal = sig
-        return any(f > 0 for f in flags)
 
     def _end_epoch(self) -> None:
         cfg = self.cfg
@@ -534,7 +549,8 @@ class Trainer:
         0-d tensor; no host synchronisation).
 
         One multi-tensor max-abs norm instead of a check per tensor: this runs every step, and
-        for a 100-layer MLP the per-tensor checks took a quarter of the step on a CPU. The
+        for nets of many small tensors the per-tensor checks took a large share of a CPU step
+        (measured: docs/benchmarks.md, section 'Per-step overheads of the trainer'). The
         max-abs norm is finite exactly when every element is (an L2 norm would also overflow
         for finite values beyond ~1e19, which a BatchNorm running variance can legitimately
         reach in an exploding plain net).
@@ -572,6 +588,11 @@ class Trainer:
             f"buffers): {found}; stopped without writing them; the last checkpoint is "
             f"{self.last_checkpoint or 'none'}"
         )
+
+
+def _wrong(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Misclassified targets (pixels, for segmentation) of a batch: a 0-d tensor."""
+    return (logits.detach().argmax(dim=1) != y).sum()
 
 
 def _new_sums() -> dict[str, float]:
