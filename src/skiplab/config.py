@@ -160,7 +160,7 @@ def _refuse_unknown(cls: type, values: Mapping[str, Any], where: str | None) -> 
     unknown = sorted(set(values) - set(allowed))
     if not unknown:
         return
-    close = sorted({c for k in unknown for c in difflib.get_close_matches(k, allowed, n=3)})
+    close = sorted({c for k in unknown for c in difflib.get_close_matches(k, allowed, 3, 0.5)})
     place = f" in {where}" if where else ""
     hint = f" (did you mean {close}?)" if close else ""
     raise ValueError(
