@@ -15,19 +15,17 @@ Steps 2-4 run again, without training, in ``skiplab report RUN_DIR``.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from skiplab import provenance
 from skiplab.config import Config, check_int, choice
 from skiplab.experiments.verdict import Verdict
 from skiplab.fileio import atomic_write
-from skiplab.hardware import AMPS, processor, resolve_amp
-from skiplab.provenance import git_revision
+from skiplab.hardware import AMPS, resolve_amp
 
 BUDGETS = ("quick", "standard", "paper")
 
@@ -139,22 +137,15 @@ class ResultsFile:
 
 
 def environment_info(device: str) -> dict:
-    """Software versions, git revision and device, recorded with every result."""
-    import torchvision
-
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "cpu": processor().as_dict(),
-        "git_revision": git_revision() or "unknown (not run from a git checkout of skiplab)",
-    }
+    """Software versions, git revision and device, recorded with every result (the keys of
+    :func:`skiplab.provenance.environment` that results.json has always held)."""
+    env = provenance.environment(device)
+    keys = ("python", "torch", "torchvision", "platform", "cpu_count", "torch_threads", "device")
+    info = {k: env[k] for k in keys}
+    info["cpu"] = env["cpu"]
+    info["git_revision"] = env["git_revision"] or "unknown (not run from a git checkout of skiplab)"
     if device == "cuda":
-        info["cuda_device"] = torch.cuda.get_device_name()
+        info["cuda_device"] = env["gpu"]
     return info
 
 
