@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 from statistics import mean, stdev
 
-import torch
-
 from skiplab.data import load_dataset
+from skiplab.provenance import environment
 from skiplab.train import TrainConfig, Trainer
 from skiplab.train.commands import _key_value
 from skiplab.train.config import resolve_config
@@ -71,14 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     train = load_dataset(args.data, "train", data_dir=args.data_dir)
     test = load_dataset(args.data, "test", data_dir=args.data_dir)
     runs: list[dict] = []
+    env = environment()
     record = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "model": args.model,
         "data": test.source,
         "target": args.target,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": env["torch"],
+        "machine": env["processor"] or env["machine"],
+        "cuda": env["gpu"],
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)

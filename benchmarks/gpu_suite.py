@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -255,27 +254,19 @@ def run_part(part: Part, limit: float, log) -> dict:
 
 
 def environment() -> dict:
-    import torch
+    from skiplab.provenance import environment as recorded  # the one record of the machine
 
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda_available": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name()
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
+    env = recorded()
+    info = {k: env[k] for k in ("python", "torch")}
+    info["cuda_available"] = env["gpu"] is not None
+    if env["gpu"] is not None:
+        info.update(device=env["gpu"], cuda=env["cuda"], cudnn=env["cudnn"])
     try:
         smi = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"]
         info["nvidia_smi"] = subprocess.run(smi, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         info["nvidia_smi"] = None
-    try:
-        git = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
-        info["git"] = subprocess.run(git, capture_output=True, text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        info["git"] = None
+    info["git"] = env["git_revision"]
     return info
 
 

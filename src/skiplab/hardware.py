@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from skiplab.config import check_choice
+
 # Every place that takes a precision takes one of these ("auto" is resolved by resolve_amp).
 AMPS = ("auto", "none", "bf16", "fp16")
 # /proc/cpuinfo flags of native bf16 arithmetic: AVX-512 BF16 (Cooper Lake, Zen 4 and later)
@@ -114,15 +116,10 @@ def resolve_amp(amp: str, device: torch.device | str) -> str:
     "bf16" without native support is kept, with a :class:`SlowPrecisionWarning`; "fp16" needs
     CUDA (a ValueError elsewhere).
     """
-    if amp not in AMPS:
-        raise ValueError(f"amp must be one of {list(AMPS)}; got {amp!r}")
+    check_amp_device(amp, device)
     device = torch.device(device)
     if amp == "auto":
         return "bf16" if native_bf16(device) else "none"
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"amp 'fp16' needs a CUDA device; got {device.type!r} (use 'bf16' or 'auto' there)"
-        )
     if amp == "bf16" and not native_bf16(device):
         where = processor().describe() if device.type == "cpu" else f"{device}"
         warnings.warn(
@@ -132,6 +129,17 @@ def resolve_amp(amp: str, device: torch.device | str) -> str:
             stacklevel=2,
         )
     return amp
+
+
+def check_amp_device(amp: str, device: torch.device | str) -> None:
+    """Raise ``ValueError`` unless ``amp`` is one of AMPS and runs on ``device``: "fp16" needs
+    CUDA. A device still to be chosen ("auto") may become CUDA, so it passes."""
+    check_choice("amp", amp, AMPS)
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if amp == "fp16" and kind not in ("cuda", "auto"):
+        raise ValueError(
+            f"amp 'fp16' needs a CUDA device; got {kind!r} (use 'bf16' or 'auto' there)"
+        )
 
 
 def precision_name(amp: str) -> str:

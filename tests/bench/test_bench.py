@@ -90,9 +90,9 @@ def test_cli_writes_json_and_prints_the_table(tmp_path, capsys):
     ("kwargs", "message"),
     [
         ({"modes": ["fit"]}, "mode must be one of"),
-        ({"repeats": 0}, "repeats must be >= 1"),
-        ({"batch_sizes": [0]}, "batch sizes must be >= 1"),
-        ({"fast": FastPath(amp="fp16")}, "amp 'fp16' needs CUDA"),
+        ({"repeats": 0}, "repeats must be a positive integer; got 0"),
+        ({"batch_sizes": [0]}, "batch size must be a positive integer; got 0"),
+        ({"fast": FastPath(amp="fp16")}, "amp 'fp16' needs a CUDA device; got 'cpu'"),
     ],
 )
 def test_config_errors_name_what_was_given(kwargs, message):

@@ -215,7 +215,7 @@ def test_segmentation_default_is_full_size_and_eval_untouched():
 
 def test_bad_arguments_raise():
     ds = _classification()
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer; got 0"):
         DeviceLoader(ds, 0, train=True)
     with pytest.raises(ValueError, match=r"rank must be an integer in \[0, 1\]; got 2"):
         DeviceLoader(ds, 8, train=True, rank=2, world_size=2)

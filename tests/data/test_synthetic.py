@@ -64,7 +64,7 @@ def test_load_dataset_names_and_errors():
         load_dataset("synthetic", "train", data_dir="/tmp")
     with pytest.raises(ValueError, match=r"synthetic has splits \['train', 'test'\]; got 'val'"):
         load_dataset("synthetic", "val")
-    with pytest.raises(ValueError, match="seed must be a non-negative integer; got -1"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0; got -1"):
         load_dataset("synthetic", "train", seed=-1)
     with pytest.raises(ValueError, match="num_classes must be 2, 3 or 4; got 5"):
         make_segmentation("train", num_classes=5)

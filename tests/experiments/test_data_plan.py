@@ -58,7 +58,7 @@ def test_subset_larger_than_the_split_raises():
         ("seeds", (1, 1), r"seeds must be distinct non-negative integers; got \[1, 1\]"),
         ("seeds", (), r"seeds must be a positive count or a list of seeds; got \(\)"),
         ("amp", "fp8", r"amp must be one of \['auto', 'none', 'bf16', 'fp16'\]; got 'fp8'"),
-        ("amp", "fp16", "amp 'fp16' needs device 'cuda'"),
+        ("amp", "fp16", "amp 'fp16' needs a CUDA device; got 'cpu'"),
     ],
 )
 def test_bad_settings_raise(tmp_path, field, value, message):
@@ -69,7 +69,7 @@ def test_bad_settings_raise(tmp_path, field, value, message):
 def test_seeds_are_a_count_or_a_list(tmp_path):
     assert Settings(out_dir=tmp_path, seeds=3).seeds == (0, 1, 2)
     s = Settings(out_dir=tmp_path, seeds=[100, 101, 102])
-    assert s.seeds == (100, 101, 102) and s.as_dict()["seeds"] == [100, 101, 102]
+    assert s.seeds == (100, 101, 102) and s.to_dict()["seeds"] == [100, 101, 102]
 
 
 def test_gradient_flow_nets_have_the_registered_layouts():

@@ -147,7 +147,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
         )
         == 2
     )
-    assert "amp='fp16' needs a CUDA device" in capsys.readouterr().err
+    assert "amp 'fp16' needs a CUDA device; got 'cpu'" in capsys.readouterr().err
     assert main(["eval", "--run", str(tmp_path / "missing")]) == 2
     assert "run folder not found" in capsys.readouterr().err
 

@@ -43,7 +43,9 @@ def test_recipe_defaults_and_layering(tmp_path):
 
 
 def test_config_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lrate'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown option\(s\) \['lrate'\] for TrainConfig.*did you mean \['lr'\]"
+    ):
         resolve_config({"lrate": 0.1})
     with pytest.raises(ValueError, match="'lr' must be float; got 'fast'"):
         resolve_config({"lr": "fast"})

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
+from skiplab.config import Config, check_choice, check_int, choice
 from skiplab.hardware import AMPS, resolve_amp
-from skiplab.train.config import check_compile_mode
+from skiplab.train.config import COMPILE_MODES, check_compile_mode
 
 MODES = ("train", "infer")
 SIDES = ("reference", "skiplab")
 
 
 @dataclass
-class FastPath:
+class FastPath(Config):
     """The speed options applied to one side of a measurement.
 
     Attributes:
@@ -26,14 +27,13 @@ class FastPath:
     """
 
     channels_last: bool = False
-    amp: str = "none"
+    amp: str = choice("none", AMPS)
     compile: bool = False
     fuse_bn: bool = False
-    compile_mode: str = "default"
+    compile_mode: str = choice("default", COMPILE_MODES)
 
     def __post_init__(self) -> None:
-        if self.amp not in AMPS:
-            raise ValueError(f"amp must be one of {list(AMPS)}; got {self.amp!r}")
+        self.check_choices()
         check_compile_mode(self.compile, self.compile_mode)
 
     def describe(self) -> str:
@@ -44,7 +44,7 @@ class FastPath:
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Config):
     """Settings of a benchmark run.
 
     Attributes:
@@ -83,23 +83,18 @@ class BenchConfig:
         if isinstance(self.fast, dict):
             self.fast = FastPath(**self.fast)
         for mode in self.modes:
-            if mode not in MODES:
-                raise ValueError(f"mode must be one of {list(MODES)}; got {mode!r}")
+            check_choice("mode", mode, MODES)
         for name in ("repeats", "steps", "num_images"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+            check_int(name, getattr(self, name), 1)
         for name in ("warmup", "ref_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
-            raise ValueError(f"batch sizes must be >= 1; got {self.batch_sizes}")
-        if not self.models or not self.modes:
-            raise ValueError("give at least one model and one mode")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1; got {self.threads}")
-        if self.fast.amp == "fp16" and not self.device.startswith("cuda"):
-            raise ValueError(f"amp 'fp16' needs CUDA; got device {self.device!r} (use bf16)")
-        # "auto" becomes what the device runs natively; an emulated bf16 warns (still measured).
+            check_int(name, getattr(self, name), 0)
+        for b in self.batch_sizes:
+            check_int("batch size", b, 1)
+        if not self.models or not self.modes or not self.batch_sizes:
+            raise ValueError("give at least one model, one mode and one batch size")
+        check_int("threads", self.threads, 1, optional=True)
+        # "auto" becomes what the device runs natively; fp16 off CUDA raises; an emulated bf16
+        # warns (still measured).
         self.fast = replace(self.fast, amp=resolve_amp(self.fast.amp, self.device))
 
     def side_options(self, side: str, mode: str) -> FastPath:
@@ -113,9 +108,6 @@ class BenchConfig:
         if mode == "train" and fast.fuse_bn:
             fast = replace(fast, fuse_bn=False)
         return fast
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ every window, the medians and ``ratio = skiplab median / reference median``.
 
 from __future__ import annotations
 
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -24,7 +22,7 @@ from tqdm import tqdm
 from skiplab.bench.config import SIDES, BenchConfig, Case, all_cases
 from skiplab.bench.memory import child_peak
 from skiplab.bench.runners import Runner, bench_data, build_runner
-from skiplab.hardware import processor
+from skiplab.provenance import environment
 
 
 def _sync(device: torch.device) -> None:
@@ -108,34 +106,20 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
 
 
 def machine_info(device: str) -> dict:
-    """Where the numbers come from: CPU, cores, versions, GPU, git revision."""
-    import torchvision
-
-    cpu = processor()
+    """Where the numbers come from: CPU, cores, versions, GPU, git revision (the keys of
+    :func:`skiplab.provenance.environment` that bench records have always held)."""
+    env = environment(device)
     info = {
-        "cpu": cpu.model,
-        "cpu_native_bf16": cpu.native_bf16,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "device": device,
-        "git_revision": _git_revision(),
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": env["cpu"]["model"],
+        "cpu_native_bf16": env["cpu"]["native_bf16"],
+        **{k: env[k] for k in ("cpu_count", "cpus_usable", "torch_threads")},
+        "cpu_capability": env["cpu"]["capability"],
+        **{k: env[k] for k in ("platform", "python", "torch", "torchvision", "device")},
+        **{k: env[k] for k in ("git_revision", "time_utc")},
     }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    if env["gpu"] is not None:
+        info["gpu"] = env["gpu"]
     return info
-
-
-def _git_revision() -> str | None:
-    from skiplab.provenance import git_revision  # the one implementation
-
-    return git_revision()
 
 
 def _command() -> str:

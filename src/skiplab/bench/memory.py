@@ -63,7 +63,7 @@ def _child_main(spec_text: str) -> None:
     from skiplab.bench.runners import build_runner
 
     spec = json.loads(spec_text)
-    cfg, case = BenchConfig(**spec["config"]), Case(**spec["case"])
+    cfg, case = BenchConfig.from_dict(spec["config"]), Case(**spec["case"])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     runner = build_runner(cfg, case, spec["side"], None)

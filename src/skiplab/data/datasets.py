@@ -25,6 +25,7 @@ import difflib
 from dataclasses import replace
 from pathlib import Path
 
+from skiplab.config import check_int
 from skiplab.data.cache import default_cache_dir
 from skiplab.data.cifar import CIFAR, download_cifar, find_official, load_official
 from skiplab.data.convert import from_torch_dataset
@@ -90,8 +91,7 @@ def load_dataset(
         raise ValueError(f"unknown dataset {name!r}{hint} (known: {list(SPLITS)})")
     if split not in SPLITS[name]:
         raise ValueError(f"{name} has splits {list(SPLITS[name])}; got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    check_int("seed", seed, 0)
     limit = resolve_max_bytes(max_dataset_bytes)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = Path(data_dir) if data_dir is not None else None

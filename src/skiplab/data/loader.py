@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from skiplab.config import check_int
 from skiplab.data.dataset import ArrayDataset, mix_seed
 
 CIFAR_PAD = 4
@@ -30,13 +31,6 @@ CIFAR_PAD = 4
 def _generator(*parts: int) -> torch.Generator:
     # CPU generator: the same numbers on every device and every rank.
     return torch.Generator().manual_seed(mix_seed(*parts))
-
-
-def _check_int(what: str, value, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    if not ok or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{what} must be an integer {bound}; got {value!r}")
 
 
 class DeviceLoader:
@@ -75,10 +69,10 @@ class DeviceLoader:
     ) -> None:
         if not isinstance(dataset, ArrayDataset):
             raise ValueError(f"dataset must be an ArrayDataset; got {type(dataset).__name__}")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("world_size", world_size, 1)
-        _check_int("rank", rank, 0, world_size - 1)
-        _check_int("seed", seed, 0)
+        check_int("batch_size", batch_size, 1)
+        check_int("world_size", world_size, 1)
+        check_int("rank", rank, 0, world_size - 1)
+        check_int("seed", seed, 0)
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.train = bool(train)
         self.augment = self.train if augment is None else bool(augment)
@@ -112,8 +106,8 @@ class DeviceLoader:
         size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         if len(size) != 2:
             raise ValueError(f"crop_size must be an int or (h, w); got {crop_size!r}")
-        _check_int("crop height", size[0], 1, h)
-        _check_int("crop width", size[1], 1, w)
+        check_int("crop height", size[0], 1, h)
+        check_int("crop width", size[1], 1, w)
         return size
 
     def __len__(self) -> int:
@@ -128,8 +122,8 @@ class DeviceLoader:
         Global batch ``index`` covers positions ``[index * B * W, (index + 1) * B * W)`` of the
         epoch's order; this rank takes its ``rank``-th slice of ``B``.
         """
-        _check_int("epoch", epoch, 0)
-        _check_int("batch index", index, 0, len(self) - 1)
+        check_int("epoch", epoch, 0)
+        check_int("batch index", index, 0, len(self) - 1)
         g_start = index * self.batch_size * self.world_size
         g_stop = min(g_start + self.batch_size * self.world_size, self.num_samples)
         lo = min(g_start + self.rank * self.batch_size, g_stop)
@@ -150,7 +144,7 @@ class DeviceLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``start .. len - 1`` of ``epoch`` (``start > 0`` resumes mid-epoch)."""
-        _check_int("start", start, 0, len(self))
+        check_int("start", start, 0, len(self))
         for index in range(start, len(self)):
             yield self.batch(epoch, index)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from skiplab.config import check_int
 from skiplab.data.dataset import ArrayDataset, channel_stats, mix_seed
 
 Tensor = torch.Tensor
@@ -200,25 +201,15 @@ def _to_uint8(x: Tensor, g: torch.Generator, noise: float) -> Tensor:
 
 
 def _stream(seed: int, split: str, kind: str) -> torch.Generator:
-    _check_seed(seed)
+    check_int("seed", seed, 0)
     return torch.Generator().manual_seed(
         mix_seed(seed, {"train": 0, "test": 1}[split], {"cls": 0, "seg": 1}[kind])
     )
 
 
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-
-
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"synthetic datasets have splits 'train' and 'test'; got {split!r}")
-
-
-def _check_count(what: str, n) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{what} must be a positive integer; got {n!r}")
 
 
 def make_classification(
@@ -235,8 +226,8 @@ def make_classification(
     ``"test"``, a second or two).
     """
     _check_split(split)
-    _check_count("num_train", num_train)
-    _check_count("num_test", num_test)
+    check_int("num_train", num_train, 1)
+    check_int("num_test", num_test, 1)
     n = num_train if split == "train" else num_test
     images, targets = _classification(split, seed, n, style)
     train = images if split == "train" else _classification("train", seed, num_train, style)[0]
@@ -274,10 +265,9 @@ def make_segmentation(
             :data:`SEG_SHAPES`.
     """
     _check_split(split)
-    _check_count("num_train", num_train)
-    _check_count("num_test", num_test)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        raise ValueError(f"size must be an integer >= 16; got {size!r}")
+    check_int("num_train", num_train, 1)
+    check_int("num_test", num_test, 1)
+    check_int("size", size, 16)
     if num_classes not in (2, 3, 4):
         raise ValueError(f"num_classes must be 2, 3 or 4; got {num_classes!r}")
     args = (seed, size, num_classes)

@@ -15,24 +15,23 @@ Steps 2-4 run again, without training, in ``skiplab report RUN_DIR``.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from skiplab import provenance
+from skiplab.config import Config, check_int, choice
 from skiplab.experiments.verdict import Verdict
 from skiplab.fileio import atomic_write
-from skiplab.hardware import AMPS, processor, resolve_amp
-from skiplab.provenance import git_revision
+from skiplab.hardware import AMPS, resolve_amp
 
 BUDGETS = ("quick", "standard", "paper")
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(Config):
     """How ``skiplab reproduce`` was asked to run.
 
     Attributes:
@@ -55,39 +54,25 @@ class Settings:
     """
 
     out_dir: Path
-    budget: str = "quick"
+    budget: str = choice("quick", BUDGETS)
     data: str = "synthetic"
     data_dir: Path | None = None
-    device: str = "cpu"
+    device: str = choice("cpu", ("cpu", "cuda"))
     seeds: int | tuple[int, ...] = 1
-    amp: str = "none"
+    amp: str = choice("none", AMPS)
     channels_last: bool = False
     jobs: int = 1
     amp_asked: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
-        if self.budget not in BUDGETS:
-            raise ValueError(f"budget must be one of {list(BUDGETS)}; got {self.budget!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda'; got {self.device!r}")
+        self.check_choices()
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
         object.__setattr__(self, "seeds", seed_tuple(self.seeds))
-        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
-            raise ValueError(f"jobs must be a positive integer; got {self.jobs!r}")
-        if self.amp not in AMPS:
-            raise ValueError(f"amp must be one of {list(AMPS)}; got {self.amp!r}")
-        if self.amp == "fp16" and self.device != "cuda":
-            raise ValueError("amp 'fp16' needs device 'cuda' (use 'bf16' on the CPU)")
+        check_int("jobs", self.jobs, 1)
         object.__setattr__(self, "amp_asked", self.amp_asked or self.amp)
+        # resolve_amp checks that the device runs it (fp16 needs CUDA) and resolves "auto"
         object.__setattr__(self, "amp", resolve_amp(self.amp, self.device))
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["seeds"] = list(self.seeds)
-        d["out_dir"] = str(self.out_dir)
-        d["data_dir"] = None if self.data_dir is None else str(self.data_dir)
-        return d
 
 
 def seed_tuple(seeds) -> tuple[int, ...]:
@@ -152,22 +137,15 @@ class ResultsFile:
 
 
 def environment_info(device: str) -> dict:
-    """Software versions, git revision and device, recorded with every result."""
-    import torchvision
-
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": device,
-        "cpu": processor().as_dict(),
-        "git_revision": git_revision() or "unknown (not run from a git checkout of skiplab)",
-    }
+    """Software versions, git revision and device, recorded with every result (the keys of
+    :func:`skiplab.provenance.environment` that results.json has always held)."""
+    env = provenance.environment(device)
+    keys = ("python", "torch", "torchvision", "platform", "cpu_count", "torch_threads", "device")
+    info = {k: env[k] for k in keys}
+    info["cpu"] = env["cpu"]
+    info["git_revision"] = env["git_revision"] or "unknown (not run from a git checkout of skiplab)"
     if device == "cuda":
-        info["cuda_device"] = torch.cuda.get_device_name()
+        info["cuda_device"] = env["gpu"]
     return info
 
 
@@ -193,7 +171,7 @@ def run_one(
     results = experiment.run(settings, folder)
     record = ResultsFile(
         experiment=experiment.name,
-        settings=settings.as_dict(),
+        settings=settings.to_dict(),
         environment=environment,
         seconds=round(time.perf_counter() - start, 2),
         results=results,

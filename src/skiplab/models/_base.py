@@ -30,6 +30,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from skiplab.config import check_choice as check_choice  # re-exported for the families
+from skiplab.config import check_int
+
 
 @dataclass(frozen=True)
 class FeatureInfo(Mapping):
@@ -180,8 +183,7 @@ class SkipNet(nn.Module):
             ValueError: for a negative or non-integer ``num_classes``.
             NotImplementedError: for a model without a classifier (U-Net, FPN).
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0; got {num_classes!r}")
+        check_int("num_classes", num_classes, 0)
         old = self.get_classifier()
         name = next(n for n, m in self.named_children() if m is old)
         new = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
@@ -271,12 +273,6 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-def check_choice(what: str, value, allowed) -> None:
-    """Raise ``ValueError`` naming the allowed values when ``value`` is not one of them."""
-    if value not in allowed:
-        raise ValueError(f"{what} must be one of {list(allowed)}; got {value!r}")
-
-
 def check_positive_int(what: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer; got {value!r}")
+    """``skiplab.config.check_int(what, value, 1)``: "<what> must be a positive integer"."""
+    check_int(what, value, 1)

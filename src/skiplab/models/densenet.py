@@ -32,17 +32,17 @@ import contextlib
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from skiplab.config import Config, check_bool, check_int, check_real, choice
 from skiplab.models._base import (
     FeatureInfo,
     SkipNet,
-    check_choice,
     check_positive_int,
     checkpointed,
     frozen_bn_stats,
@@ -196,13 +196,8 @@ class Transition(nn.Sequential):
         )
 
 
-def _check_real(what: str, value, ok, interval: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
-        raise ValueError(f"{what} must be in {interval}; got {value!r}")
-
-
 @dataclass(frozen=True)
-class DenseNetConfig:
+class DenseNetConfig(Config):
     """Everything that distinguishes one DenseNet from another.
 
     Attributes:
@@ -227,7 +222,7 @@ class DenseNetConfig:
     bottleneck: bool = True
     bn_size: int = 4
     compression: float = 0.5
-    stem: str = "imagenet"
+    stem: str = choice("imagenet", STEMS)
     drop_rate: float = 0.0
     num_classes: int = 1000
     in_chans: int = 3
@@ -235,6 +230,7 @@ class DenseNetConfig:
     dense: bool = True
 
     def __post_init__(self) -> None:
+        self.check_choices()
         check_positive_int("growth_rate", self.growth_rate)
         if not isinstance(self.block_config, tuple) or not self.block_config:
             raise ValueError(
@@ -244,19 +240,12 @@ class DenseNetConfig:
             check_positive_int("layers per dense block", n)
         check_positive_int("num_init_features", self.num_init_features)
         check_positive_int("bn_size", self.bn_size)
-        check_choice("stem", self.stem, STEMS)
         check_positive_int("in_chans", self.in_chans)
-        if (
-            isinstance(self.num_classes, bool)
-            or not isinstance(self.num_classes, int)
-            or (self.num_classes < 0)
-        ):
-            raise ValueError(f"num_classes must be an integer >= 0; got {self.num_classes!r}")
-        _check_real("compression", self.compression, lambda v: 0.0 < v <= 1.0, "(0, 1]")
-        _check_real("drop_rate", self.drop_rate, lambda v: 0.0 <= v < 1.0, "[0, 1)")
+        check_int("num_classes", self.num_classes, 0)
+        check_real("compression", self.compression, 0, 1, low_open=True)
+        check_real("drop_rate", self.drop_rate, 0, 1, high_open=True)
         for flag in ("bottleneck", "memory_efficient", "dense"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+            check_bool(flag, getattr(self, flag))
         if min(self.transition_widths(), default=1) < 1:
             raise ValueError(
                 f"compression {self.compression} leaves a transition with no "
@@ -276,18 +265,6 @@ class DenseNetConfig:
         """L as the paper counts it: convs in the layers + stem conv + transitions + fc."""
         per_layer = 2 if self.bottleneck else 1
         return per_layer * sum(self.block_config) + len(self.block_config) + 1
-
-    def with_overrides(self, overrides: dict) -> DenseNetConfig:
-        """Copy with user overrides; an unknown key raises naming the allowed ones."""
-        allowed = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - allowed)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for DenseNet; allowed: {sorted(allowed)}"
-            )
-        if isinstance(overrides.get("block_config"), list):
-            overrides = {**overrides, "block_config": tuple(overrides["block_config"])}
-        return replace(self, **overrides)
 
 
 class DenseNet(SkipNet):

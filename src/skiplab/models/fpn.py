@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skiplab.config import Config, check_bool
 from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int, is_fx_proxy
 from skiplab.models.backbones import create_backbone, nearest_sizes
 from skiplab.registry import register_config_model
@@ -169,7 +170,7 @@ class SemanticFPNHead(nn.Module):
 
 
 @dataclass(frozen=True)
-class FPNConfig:
+class FPNConfig(Config):
     """An FPN semantic segmentation net. Defaults: RGB in (COCO, the papers' data), 2 classes
     out; pass ``in_chans=1`` for grayscale data such as ISBI 2012.
 
@@ -193,8 +194,7 @@ class FPNConfig:
     num_classes: int = 2
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lateral, bool):
-            raise ValueError(f"lateral must be True or False; got {self.lateral!r}")
+        check_bool("lateral", self.lateral)
         for what in ("pyramid_channels", "segmentation_channels", "in_chans", "num_classes"):
             check_positive_int(what, getattr(self, what))
         if self.segmentation_channels % GN_GROUPS:
@@ -209,16 +209,6 @@ class FPNConfig:
             or (list(lv) != sorted(set(lv)) or lv[0] < 2)
         ):
             raise ValueError(f"levels must be increasing integers >= 2 (P2 = stride 4); got {lv}")
-
-    def with_overrides(self, overrides: dict) -> FPNConfig:
-        """Copy with user overrides; an unknown key raises naming the allowed ones."""
-        allowed = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - allowed)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for FPN; allowed: {sorted(allowed)}")
-        if "levels" in overrides:
-            overrides = {**overrides, "levels": tuple(overrides["levels"])}
-        return replace(self, **overrides)
 
 
 class FPN(SkipNet):

@@ -37,11 +37,12 @@ Feature maps: the MLPs have a single ``feature_info`` entry, the last layer's ou
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from skiplab.config import Config, check_int, check_real, choice
 from skiplab.models._base import FeatureInfo, SkipNet, check_choice, check_positive_int
 from skiplab.registry import register_config_model
 
@@ -154,27 +155,14 @@ class HighwayLayer(nn.Module):
         return t * h + (1.0 - t) * x
 
 
-def _check_common(skip, gate_bias, num_classes) -> None:
-    check_choice("skip", skip, SKIPS)
-    if isinstance(gate_bias, bool) or not isinstance(gate_bias, int | float):
-        raise ValueError(f"gate_bias must be a number; got {gate_bias!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(f"num_classes must be an integer >= 0; got {num_classes!r}")
-
-
-def _with_overrides(cfg, overrides: dict, what: str, tuples: tuple[str, ...]):
-    allowed = {f.name for f in fields(cfg)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {what}; allowed: {sorted(allowed)}")
-    overrides = {
-        k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in overrides.items()
-    }
-    return replace(cfg, **overrides)
+def _check_common(cfg: HighwayMLPConfig | HighwayCNNConfig) -> None:
+    cfg.check_choices()
+    check_real("gate_bias", cfg.gate_bias)
+    check_int("num_classes", cfg.num_classes, 0)
 
 
 @dataclass(frozen=True)
-class HighwayMLPConfig:
+class HighwayMLPConfig(Config):
     """A fully connected skip network (paper Section 3.1).
 
     Attributes:
@@ -190,7 +178,7 @@ class HighwayMLPConfig:
 
     depth: int = 10
     width: int = 50
-    skip: str = "highway"
+    skip: str = choice("highway", SKIPS)
     gate_bias: float = -2.0
     branch_scale: float | None = None
     input_size: tuple[int, int, int] = (3, 32, 32)
@@ -199,7 +187,7 @@ class HighwayMLPConfig:
     def __post_init__(self) -> None:
         check_positive_int("depth", self.depth)
         check_positive_int("width", self.width)
-        _check_common(self.skip, self.gate_bias, self.num_classes)
+        _check_common(self)
         if self.branch_scale is not None and self.skip != "residual":
             raise ValueError(
                 f"branch_scale applies to residual nets only; this one has skip={self.skip!r}"
@@ -208,10 +196,6 @@ class HighwayMLPConfig:
             raise ValueError(f"input_size must be (C, H, W); got {self.input_size!r}")
         for v in self.input_size:
             check_positive_int("input_size entries", v)
-
-    def with_overrides(self, overrides: dict) -> HighwayMLPConfig:
-        """Copy with user overrides; an unknown key raises naming the allowed ones."""
-        return _with_overrides(self, overrides, "a highway MLP", ("input_size",))
 
 
 class HighwayMLP(SkipNet):
@@ -277,7 +261,7 @@ class HighwayMLP(SkipNet):
 
 
 @dataclass(frozen=True)
-class HighwayCNNConfig:
+class HighwayCNNConfig(Config):
     """A convolutional skip network after the paper's 19-layer CIFAR-10 design.
 
     Attributes:
@@ -295,7 +279,7 @@ class HighwayCNNConfig:
     widths: tuple[int, ...] = (32, 80, 128)
     layers: tuple[int, ...] = (4, 5, 5)
     head_width: int = 100
-    skip: str = "highway"
+    skip: str = choice("highway", SKIPS)
     gate_bias: float = -2.0
     drop_rate: float = 0.2
     num_classes: int = 10
@@ -315,22 +299,13 @@ class HighwayCNNConfig:
             check_positive_int("widths and layers entries", v)
         check_positive_int("head_width", self.head_width)
         check_positive_int("in_chans", self.in_chans)
-        _check_common(self.skip, self.gate_bias, self.num_classes)
-        if (
-            isinstance(self.drop_rate, bool)
-            or not isinstance(self.drop_rate, int | float)
-            or (not 0.0 <= self.drop_rate < 1.0)
-        ):
-            raise ValueError(f"drop_rate must be in [0, 1); got {self.drop_rate!r}")
+        _check_common(self)
+        check_real("drop_rate", self.drop_rate, 0, 1, high_open=True)
 
     @property
     def depth(self) -> int:
         """Weighted layers: stage convs + skip layers + 1x1 head conv + classifier."""
         return len(self.widths) + sum(self.layers) + 2
-
-    def with_overrides(self, overrides: dict) -> HighwayCNNConfig:
-        """Copy with user overrides; an unknown key raises naming the allowed ones."""
-        return _with_overrides(self, overrides, "a highway CNN", ("widths", "layers"))
 
 
 class HighwayStage(nn.Module):

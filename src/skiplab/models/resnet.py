@@ -14,15 +14,15 @@ Papers:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from skiplab.config import REQUIRED, Config, check_bool, check_int, check_real, choice
 from skiplab.models._base import (
     FeatureInfo,
     SkipNet,
-    check_choice,
     check_positive_int,
     checkpointed,
 )
@@ -33,7 +33,7 @@ STEMS = ("imagenet", "cifar")
 
 
 @dataclass(frozen=True)
-class ResNetConfig:
+class ResNetConfig(Config):
     """Everything that distinguishes one ResNet from another.
 
     Attributes:
@@ -52,13 +52,13 @@ class ResNetConfig:
         drop_path_rate: Stochastic depth; rate rises linearly from 0 to this over the units.
     """
 
-    block: str
+    block: str = choice(REQUIRED, ("basic", "bottleneck"))
     layers: tuple[int, ...]
     widths: tuple[int, ...] = (64, 128, 256, 512)
-    stem: str = "imagenet"
+    stem: str = choice("imagenet", STEMS)
     stem_width: int = 64
     preact: bool = False
-    shortcut: str = "B"
+    shortcut: str = choice("B", SHORTCUTS)
     num_classes: int = 1000
     in_chans: int = 3
     groups: int = 1
@@ -68,9 +68,7 @@ class ResNetConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        check_choice("block", self.block, ("basic", "bottleneck"))
-        check_choice("stem", self.stem, STEMS)
-        check_choice("shortcut", self.shortcut, SHORTCUTS)
+        self.check_choices()
         if len(self.layers) != len(self.widths) or not self.layers:
             raise ValueError(
                 f"layers and widths need one entry per stage; got {self.layers} and {self.widths}"
@@ -78,41 +76,22 @@ class ResNetConfig:
         for n in self.layers:
             check_positive_int("units per stage", n)
         check_positive_int("in_chans", self.in_chans)
-        if (
-            isinstance(self.num_classes, bool)
-            or not isinstance(self.num_classes, int)
-            or (self.num_classes < 0)
-        ):
-            raise ValueError(f"num_classes must be an integer >= 0; got {self.num_classes!r}")
+        check_int("num_classes", self.num_classes, 0)
         check_positive_int("groups", self.groups)
         check_positive_int("width_per_group", self.width_per_group)
         if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
             raise ValueError("groups and width_per_group apply to bottleneck blocks only")
         if self.block == "basic" and self.stride_in_1x1:
             raise ValueError("stride_in_1x1 applies to bottleneck blocks only")
-        if not isinstance(self.drop_path_rate, int | float) or not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1); got {self.drop_path_rate!r}")
+        check_real("drop_path_rate", self.drop_path_rate, 0, 1, high_open=True)
         for flag in ("preact", "stride_in_1x1", "zero_init_residual"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+            check_bool(flag, getattr(self, flag))
 
     @property
     def depth(self) -> int:
         """Weighted layers as the papers count them: convs in the units + stem conv + fc."""
         per_unit = 2 if self.block == "basic" else 3
         return per_unit * sum(self.layers) + 2
-
-    def with_overrides(self, overrides: dict) -> ResNetConfig:
-        """Copy with user overrides; an unknown key raises naming the allowed ones."""
-        allowed = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - allowed)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for ResNet; allowed: {sorted(allowed)}")
-        if "layers" in overrides:
-            overrides = {**overrides, "layers": tuple(overrides["layers"])}
-        if "widths" in overrides:
-            overrides = {**overrides, "widths": tuple(overrides["widths"])}
-        return replace(self, **overrides)
 
 
 class ResNet(SkipNet):

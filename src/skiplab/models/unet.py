@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from skiplab.models._base import FeatureInfo, SkipNet, check_choice, check_positive_int
+from skiplab.config import Config, check_bool, choice
+from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int
 from skiplab.models.backbones import create_backbone, nearest_sizes
 from skiplab.models.unet_parts import UPSAMPLING, UNetDecoder, UNetEncoder
 from skiplab.registry import register_config_model
@@ -73,7 +74,7 @@ def _unpadded_input_for(output_size: int, depth: int) -> int | None:
 
 # -- the network ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(Config):
     """Everything that distinguishes one U-Net from another. Defaults: ISBI 2012 (1 channel in,
     2 classes out).
 
@@ -96,16 +97,15 @@ class UNetConfig:
     decoder_channels: tuple[int, ...] | None = None
     padding: bool = True
     batch_norm: bool = True
-    upsample: str = "transpose"
+    upsample: str = choice("transpose", UPSAMPLING)
     skip: bool = True
     in_chans: int = 1
     num_classes: int = 2
 
     def __post_init__(self) -> None:
         for flag in ("padding", "batch_norm", "skip"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-        check_choice("upsample", self.upsample, UPSAMPLING)
+            check_bool(flag, getattr(self, flag))
+        self.check_choices()
         check_positive_int("in_chans", self.in_chans)
         check_positive_int("num_classes", self.num_classes)
         if self.encoder is None:  # the paper's encoder; the decoder mirrors it
@@ -127,16 +127,6 @@ class UNetConfig:
         else:
             for c in self.decoder_channels:
                 check_positive_int("decoder_channels entries", c)
-
-    def with_overrides(self, overrides: dict) -> UNetConfig:
-        """Copy with user overrides; an unknown key raises naming the allowed ones."""
-        allowed = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - allowed)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for U-Net; allowed: {sorted(allowed)}")
-        if overrides.get("decoder_channels") is not None:
-            overrides = {**overrides, "decoder_channels": tuple(overrides["decoder_channels"])}
-        return replace(self, **overrides)
 
 
 class UNet(SkipNet):

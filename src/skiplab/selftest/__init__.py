@@ -34,12 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from skiplab.provenance import environment
 
 FAULTS = {
     "kill": ("skiplab.selftest.kill", "run"),
@@ -74,12 +75,10 @@ def run_fault(name: str, work: Path, trials: int | None = None, seed: int = 0, p
 
 
 def _machine() -> str:
-    import torch
-
-    cpus = os.cpu_count()
+    env = environment()
     return (
-        f"{platform.system()} {platform.machine()}, {cpus} CPU core(s), Python "
-        f"{platform.python_version()}, torch {torch.__version__}"
+        f"{env['system']} {env['machine']}, {env['cpu_count']} CPU core(s), Python "
+        f"{env['python']}, torch {env['torch']}"
     )
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from skiplab.data import ArrayDataset, load_dataset
+from skiplab.hardware import check_amp_device
 from skiplab.registry import create_model, get_model_entry
 from skiplab.train.checkpoint import list_checkpoints
 from skiplab.train.config import TrainConfig
@@ -39,10 +40,7 @@ def check_settings(cfg: TrainConfig, model: nn.Module | None) -> None:
         )
     if cfg.model is None and model is None:
         raise ValueError("no model: set cfg.model to a registered name or pass a module")
-    if cfg.amp == "fp16" and not cfg.device.startswith(("cuda", "auto")):
-        raise ValueError(
-            f"amp='fp16' needs a CUDA device; got device={cfg.device!r} (use amp='bf16' on the CPU)"
-        )
+    check_amp_device(cfg.amp, cfg.device)
 
 
 def load_data(

@@ -21,10 +21,11 @@ import json
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from skiplab.config import Config, check_choice, check_int, check_real, choice
 from skiplab.hardware import AMPS
 
 SCHEDULES = ("step", "cosine", "onecycle")
@@ -72,7 +73,7 @@ RUNTIME_FIELDS = ("device", "progress", "dist_timeout")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Every setting of a training run.
 
     Attributes:
@@ -139,7 +140,7 @@ class TrainConfig:
     val_split: str = "auto"
     out: str = "runs/default"
     seed: int = 0
-    recipe: str = "paper"
+    recipe: str = choice("paper", RECIPES)
     epochs: int | None = None
     steps: int | None = None
     batch_size: int = 128
@@ -148,15 +149,15 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    loss: str = "auto"
-    schedule: str = "step"
+    loss: str = choice("auto", LOSSES)
+    schedule: str = choice("step", SCHEDULES)
     milestones: tuple[float, ...] = (0.5, 0.75)
     lr_decay: float = 0.1
     min_lr: float = 0.0
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
-    warmup: str = "auto"
+    warmup: str = choice("auto", WARMUPS)
     warmup_lr: float = 0.01
     warmup_error: float = 0.8
     warmup_steps: int = 400
@@ -164,53 +165,41 @@ class TrainConfig:
     augment: bool = True
     crop_size: int | None = None
     tta_flip: bool = False
-    amp: str = "none"
+    amp: str = choice("none", AMPS)
     channels_last: bool = False
     compile: bool = False
-    compile_mode: str = "default"
+    compile_mode: str = choice("default", COMPILE_MODES)
     device: str = "auto"
     eval_every: int = 1
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     eval_batch_size: int | None = None
-    progress: str = "auto"
+    progress: str = choice("auto", PROGRESS)
     dist_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _coerce(f.name, getattr(self, f.name), _HINTS[f.name])
             object.__setattr__(self, f.name, value)
-        _choice("recipe", self.recipe, tuple(RECIPES))
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("warmup", self.warmup, WARMUPS)
-        _choice("loss", self.loss, LOSSES)
-        _choice("amp", self.amp, AMPS)
+        self.check_choices()
         check_compile_mode(self.compile, self.compile_mode)
-        _choice("progress", self.progress, PROGRESS)
         if self.epochs is not None and self.steps is not None:
             raise ValueError(
                 "set either epochs or steps, not both; "
                 f"got epochs={self.epochs}, steps={self.steps}"
             )
         for name in ("epochs", "steps", "crop_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 (or unset); got {value}")
+            check_int(name, getattr(self, name), 1, optional=True)
         for name in ("batch_size", "warmup_window", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+            check_int(name, getattr(self, name), 1)
         for name in ("eval_every", "checkpoint_every", "warmup_steps", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+            check_int(name, getattr(self, name), 0)
         for name in ("lr", "warmup_lr", "div_factor", "final_div_factor", "dist_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
+            check_real(name, getattr(self, name), 0, low_open=True)
         for name in ("momentum", "weight_decay", "min_lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+            check_real(name, getattr(self, name), 0)
         for name in ("label_smoothing", "warmup_error", "lr_decay", "pct_start"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+            check_real(name, getattr(self, name), 0, 1)
         if list(self.milestones) != sorted(self.milestones) or any(
             not 0.0 < m < 1.0 for m in self.milestones
         ):
@@ -220,20 +209,6 @@ class TrainConfig:
             )
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0; got momentum=0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> TrainConfig:
-        """Build from a dict, refusing unknown keys (naming the allowed ones)."""
-        if not isinstance(values, dict):
-            raise ValueError(f"{where} must be a table of settings; got {type(values).__name__}")
-        unknown = sorted(set(values) - set(_HINTS))
-        if unknown:
-            raise ValueError(f"unknown setting(s) {unknown} in {where}; allowed: {sorted(_HINTS)}")
-        return cls(**values)
 
 
 def resolve_config(
@@ -245,7 +220,7 @@ def resolve_config(
     """
     user = {**(file_values or {}), **(cli_values or {})}
     recipe_name = user.get("recipe", TrainConfig.recipe)
-    _choice("recipe", recipe_name, tuple(RECIPES))
+    check_choice("recipe", recipe_name, RECIPES)
     recipe = dict(RECIPES[recipe_name])
     if "epochs" in user or "steps" in user:
         recipe.pop("epochs", None)
@@ -318,14 +293,9 @@ _HINTS = typing.get_type_hints(TrainConfig)
 def check_compile_mode(compile: bool, mode: str) -> None:
     """Raise ValueError unless ``mode`` is one of COMPILE_MODES and, when it is not "default",
     ``compile`` is on (a mode without compilation would be silently ignored)."""
-    _choice("compile_mode", mode, COMPILE_MODES)
+    check_choice("compile_mode", mode, COMPILE_MODES)
     if mode != "default" and not compile:
         raise ValueError(f"compile_mode {mode!r} needs compile=True (--compile); got compile=False")
-
-
-def _choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{what} must be one of {list(allowed)}; got {value!r}")
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
