@@ -13,10 +13,10 @@ import argparse
 import json
 import sys
 
-from skiplab import list_models
 from skiplab.bench.cli import add_bench_command
 from skiplab.experiments.cli import add_experiment_commands
 from skiplab.export import add_export_command
+from skiplab.models import list_models
 from skiplab.train.commands import add_train_commands
 
 

@@ -191,7 +191,7 @@ def _format_from_suffix(out: str) -> str:
 
 
 def _load_source(args: argparse.Namespace) -> tuple[nn.Module, str, dict]:
-    from skiplab.registry import create_model, get_model_entry, list_models
+    from skiplab.models import create_model, get_model_entry, list_models
 
     source = Path(args.source)
     if args.source in list_models():
@@ -218,7 +218,7 @@ def _load_source(args: argparse.Namespace) -> tuple[nn.Module, str, dict]:
 
 
 def _input_size(name: str, model: nn.Module) -> tuple[int, int, int]:
-    from skiplab.registry import get_model_entry
+    from skiplab.models import get_model_entry
 
     c, h, w = get_model_entry(name).input_size
     return getattr(model, "in_chans", c), h, w

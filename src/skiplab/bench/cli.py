@@ -74,7 +74,7 @@ def add_bench_command(sub) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from skiplab.bench.harness import run_bench
-    from skiplab.registry import get_model_entry
+    from skiplab.models import get_model_entry
 
     for name in args.models:
         get_model_entry(name)  # an unknown name fails before anything is measured

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from skiplab.data import ArrayDataset
-from skiplab.registry import get_model_entry
+from skiplab.models import get_model_entry
 
 
 class _Block(nn.Module):

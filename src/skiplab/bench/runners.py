@@ -19,7 +19,7 @@ from torch import nn
 
 from skiplab.bench.config import BenchConfig, Case, FastPath
 from skiplab.data import ArrayDataset, make_classification
-from skiplab.registry import create_model, get_model_entry
+from skiplab.models import create_model, get_model_entry
 from skiplab.train.evaluate import autocast
 from skiplab.train.runtime import begin_compiled_step, compile_network
 

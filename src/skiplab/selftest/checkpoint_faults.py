@@ -75,7 +75,7 @@ class _CuttingFile:
 
 def _sample_checkpoint(seed: int) -> dict:
     """Weights and training state of a tiny net after one SGD step (different per seed)."""
-    from skiplab import create_model
+    from skiplab.models import create_model
 
     torch.manual_seed(seed)
     model = create_model("resnet20", layers=[1, 1, 1], num_classes=4)

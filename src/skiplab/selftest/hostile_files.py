@@ -148,7 +148,7 @@ class Trials:
         return message.replace(str(self.work), "...")[:160]
 
     def pretrained(self) -> str:
-        from skiplab import create_model
+        from skiplab.models import create_model
         from skiplab.models.pretrained import load_pretrained
 
         sentinel = self.work / "pretrained.sentinel"

@@ -56,7 +56,7 @@ def _finite(model: nn.Module) -> bool:
 
 
 def trial(work: Path, name: str, nan_at: int | None, every: int, **cfg) -> str:
-    from skiplab import create_model
+    from skiplab.models import create_model
 
     out = work / name
     module = None

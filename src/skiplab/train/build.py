@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from skiplab.data import ArrayDataset, load_dataset
-from skiplab.registry import create_model, get_model_entry
+from skiplab.models import create_model, get_model_entry
 from skiplab.train.checkpoint import list_checkpoints
 from skiplab.train.config import TrainConfig
 from skiplab.train.schedule import resolve_warmup

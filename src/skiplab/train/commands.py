@@ -262,8 +262,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from skiplab.data import load_dataset
+    from skiplab.models import create_model
     from skiplab.models.pretrained import load_pretrained, read_weights_file
-    from skiplab.registry import create_model
     from skiplab.train.distributed import resolve_device
     from skiplab.train.evaluate import evaluate, load_run, write_results
 

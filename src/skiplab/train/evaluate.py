@@ -17,7 +17,7 @@ from torch import nn
 
 from skiplab.data import ArrayDataset, DeviceLoader
 from skiplab.hardware import resolve_amp
-from skiplab.registry import create_model, get_model_entry
+from skiplab.models import create_model, get_model_entry
 from skiplab.train.checkpoint import load_latest
 from skiplab.train.config import TrainConfig
 from skiplab.train.losses import Loss
