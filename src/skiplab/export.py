@@ -23,16 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from skiplab.extras import MissingExtra
 from skiplab.train.commands import _key_value
 
 FORMATS = ("safetensors", "onnx")
 ONNX_EXTRA = "pip install 'skiplab[onnx]'  (onnx, onnxscript, onnxruntime)"
-
-
-class MissingExtra(ImportError, ValueError):
-    """An optional dependency is not installed; the message names the extra that provides it.
-
-    Also a ``ValueError``, so that the command line reports it as a usage error."""
 
 
 def require(*modules: str) -> None:

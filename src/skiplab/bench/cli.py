@@ -23,6 +23,7 @@ from pathlib import Path
 
 from skiplab.bench.config import MODES, BenchConfig, FastPath
 from skiplab.hardware import AMPS
+from skiplab.tables import print_table as print_columns
 from skiplab.train.config import COMPILE_MODES
 
 
@@ -133,8 +134,6 @@ def table_rows(record: dict) -> list[list[str]]:
 
 
 def print_table(record: dict) -> None:
-    from skiplab.cli import _print_table
-
     m = record["machine"]
     bf16 = m.get("cpu_native_bf16")
     bf16 = "?" if bf16 is None else ("native bf16" if bf16 else "no native bf16")
@@ -143,7 +142,7 @@ def print_table(record: dict) -> None:
         f"torch {m['torch']}, torchvision {m['torchvision']}, device {m['device']}"
     )
     headers = ["model", "mode", "batch", "skiplab img/s", "reference img/s", "ratio"]
-    _print_table([*headers, "peak MiB (skiplab / ref)"], table_rows(record), right={2, 3, 4, 5, 6})
+    print_columns([*headers, "peak MiB (skiplab / ref)"], table_rows(record), right={2, 3, 4, 5, 6})
     for r in record["results"]:
         print(f"{r['model']} {r['mode']} {r['batch']}: skiplab = {r['skiplab']['description']}")
         print(f"{' ' * len(r['model'])} {r['mode']} {r['batch']}: reference = "
