@@ -14,6 +14,7 @@ import json
 import sys
 
 from skiplab.bench.cli import add_bench_command
+from skiplab.complexity import model_row, stage_summary
 from skiplab.experiments.cli import add_experiment_commands
 from skiplab.export import add_export_command
 from skiplab.models import list_models
@@ -30,8 +31,6 @@ def _fmt_macs(n: int) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from skiplab.complexity import model_row
-
     names = list_models(args.pattern, family=args.family)
     if not names:
         print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
@@ -59,8 +58,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from skiplab.complexity import model_row, stage_summary
-
     size = tuple(args.input_size) if args.input_size else None
     rows = stage_summary(args.name, size)
     total = model_row(args.name, size)

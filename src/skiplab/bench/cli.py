@@ -22,7 +22,10 @@ import json
 from pathlib import Path
 
 from skiplab.bench.config import MODES, BenchConfig, FastPath
+from skiplab.bench.harness import run_bench
+from skiplab.fileio import atomic_write
 from skiplab.hardware import AMPS
+from skiplab.models import get_model_entry
 from skiplab.tables import print_table as print_columns
 from skiplab.train.config import COMPILE_MODES
 
@@ -74,9 +77,6 @@ def add_bench_command(sub) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from skiplab.bench.harness import run_bench
-    from skiplab.models import get_model_entry
-
     for name in args.models:
         get_model_entry(name)  # an unknown name fails before anything is measured
     cfg = BenchConfig(
@@ -99,8 +99,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     record = run_bench(cfg, log=(lambda _: None) if quiet else print)
     text = json.dumps(record, indent=2) + "\n"
     if args.out:
-        from skiplab.fileio import atomic_write
-
         atomic_write(Path(args.out), text.encode())
     if args.json:
         print(text, end="")

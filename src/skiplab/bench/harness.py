@@ -25,6 +25,7 @@ from skiplab.bench.config import SIDES, BenchConfig, Case, all_cases
 from skiplab.bench.memory import child_peak
 from skiplab.bench.runners import Runner, bench_data, build_runner
 from skiplab.hardware import processor
+from skiplab.provenance import git_revision
 
 
 def _sync(device: torch.device) -> None:
@@ -109,7 +110,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
 
 def machine_info(device: str) -> dict:
     """Where the numbers come from: CPU, cores, versions, GPU, git revision."""
-    import torchvision
+    import torchvision  # here, not at the top: torchvision is slow to import
 
     cpu = processor()
     info = {
@@ -124,18 +125,12 @@ def machine_info(device: str) -> dict:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "device": device,
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
-
-
-def _git_revision() -> str | None:
-    from skiplab.provenance import git_revision  # the one implementation
-
-    return git_revision()
 
 
 def _command() -> str:

@@ -153,7 +153,7 @@ class ResultsFile:
 
 def environment_info(device: str) -> dict:
     """Software versions, git revision and device, recorded with every result."""
-    import torchvision
+    import torchvision  # here, not at the top: torchvision is slow to import
 
     info = {
         "python": platform.python_version(),
