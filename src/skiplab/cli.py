@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 
-from skiplab import list_models
 from skiplab.bench.cli import add_bench_command
+from skiplab.complexity import model_row, stage_summary
 from skiplab.experiments.cli import add_experiment_commands
 from skiplab.export import add_export_command
+from skiplab.models import list_models
+from skiplab.tables import print_table
 from skiplab.train.commands import add_train_commands
 
 
@@ -28,26 +30,7 @@ def _fmt_macs(n: int) -> str:
     return f"{n / 1e9:.3f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
 
 
-def _print_table(headers: list[str], rows: list[list[str]], right: set[int]) -> None:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-
-    def line(cells):
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print(line(r))
-
-
 def cmd_models(args: argparse.Namespace) -> int:
-    from skiplab.complexity import model_row
-
     names = list_models(args.pattern, family=args.family)
     if not names:
         print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
@@ -56,7 +39,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
-    _print_table(
+    print_table(
         ["name", "family", "depth", "input", "params", "MACs (the paper's FLOPs)"],
         [
             [
@@ -75,8 +58,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from skiplab.complexity import model_row, stage_summary
-
     size = tuple(args.input_size) if args.input_size else None
     rows = stage_summary(args.name, size)
     total = model_row(args.name, size)
@@ -84,7 +65,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         f"{args.name}: input {'x'.join(map(str, total.input_size))}, "
         f"{_fmt_int(total.params)} parameters, {_fmt_macs(total.macs)} MACs"
     )
-    _print_table(
+    print_table(
         ["module", "output shape", "params", "MACs"],
         [
             [r.name, "x".join(map(str, r.output_shape)), _fmt_int(r.params), _fmt_macs(r.macs)]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from skiplab.registry import create_model, get_model_entry
+from skiplab.models import create_model, get_model_entry
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
-from skiplab.train.commands import _key_value
+from skiplab.extras import MissingExtra
+from skiplab.fuse import conv_bn_pairs, fuse_bn
+from skiplab.models import create_model, get_model_entry, list_models
+from skiplab.models.pretrained import load_pretrained
+from skiplab.train.commands import key_value
+from skiplab.train.evaluate import load_run
 
 FORMATS = ("safetensors", "onnx")
 ONNX_EXTRA = "pip install 'skiplab[onnx]'  (onnx, onnxscript, onnxruntime)"
-
-
-class MissingExtra(ImportError, ValueError):
-    """An optional dependency is not installed; the message names the extra that provides it.
-
-    Also a ``ValueError``, so that the command line reports it as a usage error."""
 
 
 def require(*modules: str) -> None:
@@ -55,8 +55,6 @@ class OnnxCheck:
 def export_safetensors(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
     """Write ``model.state_dict()`` as safetensors, with string ``metadata`` beside it and
     ``"format": "pt"`` (what transformers and timm loaders look for)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -100,7 +98,7 @@ def check_onnx(
         MissingExtra: when onnxruntime is not installed.
     """
     require("onnxruntime")
-    import onnxruntime as ort
+    import onnxruntime as ort  # the optional onnx extra: imported only when it is used
 
     x = torch.randn(batch_size, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -129,7 +127,7 @@ def add_export_command(sub) -> None:
         "--model-arg",
         action="append",
         default=[],
-        type=_key_value,
+        type=key_value,
         metavar="KEY=VALUE",
         help="option passed to create_model for a model name (VALUE read as JSON); repeatable",
     )
@@ -152,8 +150,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         require("onnx", "onnxscript")  # before any model is built
     model, name, meta = _load_source(args)
     if args.fuse_bn:
-        from skiplab.fuse import conv_bn_pairs, fuse_bn
-
         n_pairs = len(conv_bn_pairs(model))
         model = fuse_bn(model)
         print(f"folded {n_pairs} BatchNorm layers into their convolutions")
@@ -191,24 +187,18 @@ def _format_from_suffix(out: str) -> str:
 
 
 def _load_source(args: argparse.Namespace) -> tuple[nn.Module, str, dict]:
-    from skiplab.registry import create_model, get_model_entry, list_models
-
     source = Path(args.source)
     if args.source in list_models():
         model_args = dict(args.model_arg)
         model = create_model(args.source, **model_args)
         meta: dict = {"model_args": model_args}
         if args.weights:
-            from skiplab.models.pretrained import load_pretrained
-
             report = load_pretrained(model, args.weights)
             meta["weights_sha256"] = report.sha256
         return model.eval(), args.source, meta
     if args.weights or args.model_arg:
         raise ValueError("--weights and --model-arg apply to a model name, not to a run")
     if source.is_dir() or source.suffix == ".json":
-        from skiplab.train.evaluate import load_run
-
         manifest = source if source.suffix == ".json" else None
         run = load_run(source.parent.parent if manifest else source, manifest)
         meta = {"model_args": run.config.model_args, "checkpoint": str(run.checkpoint)}
@@ -218,7 +208,5 @@ def _load_source(args: argparse.Namespace) -> tuple[nn.Module, str, dict]:
 
 
 def _input_size(name: str, model: nn.Module) -> tuple[int, int, int]:
-    from skiplab.registry import get_model_entry
-
     c, h, w = get_model_entry(name).input_size
     return getattr(model, "in_chans", c), h, w

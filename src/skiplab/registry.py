@@ -5,8 +5,15 @@ Usage::
     @register_model(family="resnet", input_size=(3, 224, 224), depth=50)
     def resnet50(**overrides) -> nn.Module: ...
 
-    model = create_model("resnet50", num_classes=10)
+    model = create_model("resnet50", num_classes=10)   # skiplab.create_model
     list_models("resnet*")
+
+This module is the table of names and nothing else: it imports no model. Each family
+registers its names when its module is imported, and :mod:`skiplab.models` imports every family
+(as timm's and torchvision's ``models`` packages do); importing ``skiplab`` (or any of its
+modules) imports :mod:`skiplab.models`, so the table is complete before anyone reads it.
+:func:`~skiplab.models.create_model`, which also fetches published weights, lives in
+:mod:`skiplab.models.factory`.
 
 A factory receives the user's overrides and is responsible for validating them (the model
 configs do so in their ``__post_init__``); the registry only knows names and metadata.
@@ -16,9 +23,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import nn
 
@@ -100,18 +107,12 @@ def register_config_model(
     register_model(name, family=family, input_size=input_size, depth=depth, task=task)(build)
 
 
-def _ensure_loaded() -> None:
-    # Importing the models package runs every family's @register_model.
-    import skiplab.models  # noqa: F401
-
-
 def get_model_entry(name: str) -> ModelEntry:
     """Return the registry entry for ``name``.
 
     Raises:
         KeyError: for an unknown name, listing the closest known names.
     """
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -119,54 +120,8 @@ def get_model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, pretrained: bool | str | Path = False, **overrides) -> nn.Module:
-    """Build a registered model, passing ``overrides`` (num_classes, shortcut, ...) through.
-
-    Args:
-        name: Registered model name (see :func:`list_models`).
-        pretrained: False (random initialisation); True: the model's published weights
-            (``model.pretrained_cfg``), downloaded into the cache and verified against their
-            SHA-256; or the path of a weights file, loaded with
-            :func:`skiplab.models.load_pretrained`. With another ``num_classes`` than the
-            weights', the classifier is replaced (``reset_classifier``) after loading.
-        overrides: Options of the model family.
-
-    The model's ``pretrained_cfg`` attribute is the dict of its
-    :class:`~skiplab.models.pretrained.PretrainedCfg` (None when it has no published weights).
-
-    Raises:
-        KeyError: for an unknown name.
-        ValueError: for ``pretrained=True`` without published weights or a known SHA-256, or
-            weights that do not fit the model.
-
-    Example:
-        >>> model = create_model("resnet20", num_classes=100, shortcut="B")
-        >>> model = create_model("resnet56", pretrained=True)  # CIFAR-10 weights
-    """
-    from skiplab.models.pretrained import fetch_pretrained, get_pretrained_cfg, load_pretrained
-
-    entry = get_model_entry(name)
-    cfg = get_pretrained_cfg(name)
-    if not pretrained:
-        model = entry.build(**overrides)
-    else:
-        if not isinstance(pretrained, (bool, str, Path)):
-            raise ValueError(f"pretrained must be a bool or a path; got {pretrained!r}")
-        path = fetch_pretrained(name) if pretrained is True else Path(pretrained)
-        num_classes = overrides.get("num_classes")
-        if cfg is not None and num_classes is not None:
-            overrides = {**overrides, "num_classes": cfg.num_classes}
-        model = entry.build(**overrides)
-        load_pretrained(model, path)
-        if num_classes is not None and cfg is not None and num_classes != cfg.num_classes:
-            model.reset_classifier(num_classes)
-    model.pretrained_cfg = None if cfg is None else cfg.to_dict()
-    return model
-
-
 def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
     """Registered names matching a shell-style ``pattern`` (and ``family``), sorted naturally."""
-    _ensure_loaded()
     names = [
         n
         for n, e in _REGISTRY.items()
@@ -177,6 +132,4 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
 
 def _natural_key(name: str) -> list:
     # "resnet110" after "resnet56": compare digit runs as numbers.
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

@@ -16,8 +16,9 @@ __all__ = ["BenchConfig", "Case", "FastPath", "measure_case", "run_bench"]
 
 
 def __getattr__(name: str):
-    # The harness (torch, the trainer) is imported on first use only, so that
-    # ``skiplab.bench.memory`` stays light for child processes and scripts.
+    # The harness is imported on first use only: it imports skiplab.bench.memory, which runs
+    # as ``python -m skiplab.bench.memory`` in the memory children and must not be loaded by
+    # its own package before it runs (runpy warns, and the module would exist twice).
     if name in ("measure_case", "run_bench"):
         from skiplab.bench import harness
 

@@ -22,7 +22,11 @@ import json
 from pathlib import Path
 
 from skiplab.bench.config import MODES, BenchConfig, FastPath
+from skiplab.bench.harness import run_bench
+from skiplab.fileio import atomic_write
 from skiplab.hardware import AMPS
+from skiplab.models import get_model_entry
+from skiplab.tables import print_table as print_columns
 from skiplab.train.config import COMPILE_MODES
 
 
@@ -73,9 +77,6 @@ def add_bench_command(sub) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from skiplab.bench.harness import run_bench
-    from skiplab.registry import get_model_entry
-
     for name in args.models:
         get_model_entry(name)  # an unknown name fails before anything is measured
     cfg = BenchConfig(
@@ -98,8 +99,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     record = run_bench(cfg, log=(lambda _: None) if quiet else print)
     text = json.dumps(record, indent=2) + "\n"
     if args.out:
-        from skiplab.fileio import atomic_write
-
         atomic_write(Path(args.out), text.encode())
     if args.json:
         print(text, end="")
@@ -133,8 +132,6 @@ def table_rows(record: dict) -> list[list[str]]:
 
 
 def print_table(record: dict) -> None:
-    from skiplab.cli import _print_table
-
     m = record["machine"]
     bf16 = m.get("cpu_native_bf16")
     bf16 = "?" if bf16 is None else ("native bf16" if bf16 else "no native bf16")
@@ -143,7 +140,7 @@ def print_table(record: dict) -> None:
         f"torch {m['torch']}, torchvision {m['torchvision']}, device {m['device']}"
     )
     headers = ["model", "mode", "batch", "skiplab img/s", "reference img/s", "ratio"]
-    _print_table([*headers, "peak MiB (skiplab / ref)"], table_rows(record), right={2, 3, 4, 5, 6})
+    print_columns([*headers, "peak MiB (skiplab / ref)"], table_rows(record), right={2, 3, 4, 5, 6})
     for r in record["results"]:
         print(f"{r['model']} {r['mode']} {r['batch']}: skiplab = {r['skiplab']['description']}")
         print(f"{' ' * len(r['model'])} {r['mode']} {r['batch']}: reference = "

@@ -18,6 +18,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from skiplab.bench.config import BenchConfig, Case
+from skiplab.bench.runners import build_runner
+
 
 def proc_status_kib(field: str) -> int:
     """``field`` ("VmRSS", "VmHWM", ...) of ``/proc/self/status``, in KiB.
@@ -57,11 +62,6 @@ def child_peak(cfg, case, side: str) -> dict:
 
 
 def _child_main(spec_text: str) -> None:
-    import torch
-
-    from skiplab.bench.config import BenchConfig, Case
-    from skiplab.bench.runners import build_runner
-
     spec = json.loads(spec_text)
     cfg, case = BenchConfig.from_dict(spec["config"]), Case(**spec["case"])
     if cfg.threads:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from skiplab.data import ArrayDataset
-from skiplab.registry import get_model_entry
+from skiplab.models import get_model_entry
 
 
 class _Block(nn.Module):
@@ -75,7 +75,7 @@ def reference_model(name: str, num_classes: int) -> tuple[nn.Module, str]:
     Raises:
         ValueError: when there is no reference for ``name``, naming the kinds there are.
     """
-    import torchvision
+    import torchvision  # here, not at the top: torchvision is slow to import
 
     entry = get_model_entry(name)
     if entry.family == "cifar_resnet":
@@ -108,7 +108,7 @@ class ImageArrays(Dataset):
 
 def reference_loader(data: ArrayDataset, batch_size: int, workers: int, seed: int) -> DataLoader:
     """A shuffling DataLoader with the standard torchvision CIFAR training transforms."""
-    from torchvision import transforms
+    from torchvision import transforms  # here, not at the top: torchvision is slow to import
 
     size = tuple(data.images.shape[-2:])
     transform = transforms.Compose(

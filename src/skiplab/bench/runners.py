@@ -18,10 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from skiplab.bench.config import BenchConfig, Case, FastPath
+from skiplab.bench.reference import reference_loader, reference_model
 from skiplab.data import ArrayDataset, make_classification
-from skiplab.registry import create_model, get_model_entry
+from skiplab.fuse import fuse_bn
+from skiplab.models import create_model, get_model_entry
+from skiplab.train.config import TrainConfig
 from skiplab.train.evaluate import autocast
 from skiplab.train.runtime import begin_compiled_step, compile_network
+from skiplab.train.trainer import Trainer
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # TrainConfig's defaults, on both sides
 
@@ -65,9 +69,6 @@ def build_runner(cfg: BenchConfig, case: Case, side: str, data: ArrayDataset | N
 
 
 def _skiplab_train(cfg: BenchConfig, case: Case, fast: FastPath, data: ArrayDataset) -> Runner:
-    from skiplab.train.config import TrainConfig
-    from skiplab.train.trainer import Trainer
-
     folder = tempfile.TemporaryDirectory(prefix="skiplab-bench-")  # never written to
     tcfg = TrainConfig(
         model=case.model, data="bench", out=folder.name, val_split="none", seed=cfg.seed,
@@ -91,8 +92,6 @@ def _skiplab_train(cfg: BenchConfig, case: Case, fast: FastPath, data: ArrayData
 def _reference_train(
     cfg: BenchConfig, case: Case, fast: FastPath, data: ArrayDataset, device: torch.device
 ) -> Runner:
-    from skiplab.bench.reference import reference_loader, reference_model
-
     torch.manual_seed(cfg.seed)
     model, what = reference_model(case.model, len(data.classes))
     fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
@@ -136,12 +135,8 @@ def _infer(cfg: BenchConfig, case: Case, side: str, fast: FastPath, device) -> R
         model: nn.Module = create_model(case.model).eval()
         what = f"skiplab {case.model}"
         if fast.fuse_bn:
-            from skiplab.fuse import fuse_bn
-
             model = fuse_bn(model)
     else:
-        from skiplab.bench.reference import reference_model
-
         with torch.device("meta"):  # only to read the default number of classes
             num_classes = create_model(case.model).num_classes
         model, what = reference_model(case.model, num_classes)

@@ -22,6 +22,7 @@ and normalised with the statistics of its train split.
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,9 +117,7 @@ def load_dataset(
 
 
 def _load_torchvision(name: str, split: str, root, download: bool) -> ArrayDataset:
-    import inspect
-
-    import torchvision.datasets
+    import torchvision.datasets  # here, not at the top: torchvision is slow to import
 
     cls_name = name[len(TORCHVISION) :]
     cls = getattr(torchvision.datasets, cls_name, None)

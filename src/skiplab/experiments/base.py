@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from skiplab import provenance
 from skiplab.config import Config, check_int, choice
 from skiplab.experiments.verdict import Verdict
 from skiplab.fileio import atomic_write
 from skiplab.hardware import AMPS, resolve_amp
+from skiplab.provenance import environment
 
 BUDGETS = ("quick", "standard", "paper")
 
@@ -139,7 +139,7 @@ class ResultsFile:
 def environment_info(device: str) -> dict:
     """Software versions, git revision and device, recorded with every result (the keys of
     :func:`skiplab.provenance.environment` that results.json has always held)."""
-    env = provenance.environment(device)
+    env = environment(device)
     keys = ("python", "torch", "torchvision", "platform", "cpu_count", "torch_threads", "device")
     info = {k: env[k] for k in keys}
     info["cpu"] = env["cpu"]

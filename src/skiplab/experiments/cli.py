@@ -11,27 +11,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from skiplab.experiments.architecture_table import ArchitectureTable
 from skiplab.experiments.base import BUDGETS, Experiment, Settings, environment_info, run_one
+from skiplab.experiments.degradation import Degradation
+from skiplab.experiments.densenet_efficiency import DenseNetEfficiency
+from skiplab.experiments.ensemble_paths import EnsembleOfPaths
+from skiplab.experiments.gradient_flow import GradientFlow
+from skiplab.experiments.highway_vs_residual import HighwayVsResidual
 from skiplab.experiments.lease import (
     EXIT_RESUMABLE,
     TimeLimitReached,
     clear_deadline,
     set_deadline,
 )
+from skiplab.experiments.preact_vs_original import PreactVsOriginal
+from skiplab.experiments.report import build_report
+from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
 from skiplab.hardware import AMPS, describe_precision
 
 
 def experiments() -> dict[str, Experiment]:
     """Every experiment, by name, in report order."""
-    from skiplab.experiments.architecture_table import ArchitectureTable
-    from skiplab.experiments.degradation import Degradation
-    from skiplab.experiments.densenet_efficiency import DenseNetEfficiency
-    from skiplab.experiments.ensemble_paths import EnsembleOfPaths
-    from skiplab.experiments.gradient_flow import GradientFlow
-    from skiplab.experiments.highway_vs_residual import HighwayVsResidual
-    from skiplab.experiments.preact_vs_original import PreactVsOriginal
-    from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
-
     order = (
         Degradation(),
         GradientFlow(),
@@ -93,8 +93,6 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from skiplab.experiments.report import build_report
-
     known = experiments()
     unknown = [n for n in args.experiments if n not in known]
     if unknown:
@@ -142,7 +140,5 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from skiplab.experiments.report import build_report
-
     print(build_report(args.run_dir, list(experiments().values())))
     return 0

@@ -19,12 +19,12 @@ from statistics import mean, stdev
 
 import torch
 
-from skiplab import create_model
 from skiplab.complexity import count_parameters
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Claim, Verdict, trained_guard
+from skiplab.models import create_model
 
 DENSE, RESNET = "densenet_bc100_k12", "resnet110"
 

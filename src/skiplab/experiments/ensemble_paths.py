@@ -35,7 +35,6 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from skiplab import create_model
 from skiplab.analysis.lesion import lesion_random_blocks, lesion_single_blocks
 from skiplab.analysis.paths import (
     effective_path_range,
@@ -55,6 +54,7 @@ from skiplab.experiments.training import (
 )
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 from skiplab.fileio import atomic_write_csv
+from skiplab.models import create_model
 from skiplab.train import evaluate
 
 BARELY, DESTROYS = 0.2, 0.5

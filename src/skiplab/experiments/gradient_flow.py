@@ -24,13 +24,13 @@ from statistics import mean, stdev
 
 import torch
 
-from skiplab import create_model
 from skiplab.analysis.gradient_flow import block_jacobian_terms, gradient_norms
 from skiplab.data import DeviceLoader
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
+from skiplab.models import create_model
 
 
 @dataclass(frozen=True)

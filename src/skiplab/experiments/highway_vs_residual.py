@@ -25,13 +25,13 @@ from statistics import mean, stdev
 
 import torch
 
-from skiplab import create_model
 from skiplab.analysis.lesion import lesion_single_blocks
 from skiplab.complexity import count_parameters
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Claim, Verdict, trained_guard
+from skiplab.models import create_model
 from skiplab.train import NonFiniteLoss, evaluate
 
 KINDS = {"plain": "plain_mlp", "residual": "residual_mlp", "highway": "highway_mlp"}

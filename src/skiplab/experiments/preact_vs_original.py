@@ -27,11 +27,11 @@ from statistics import mean, stdev
 
 import torch
 
-from skiplab import create_model
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import DataPlan, classification_data, train_runs
 from skiplab.experiments.verdict import Claim, Verdict, trained_guard
+from skiplab.models import create_model
 
 # "Early in training": the epoch-end rows in the first quarter of the run (the paper's Fig. 1
 # separates the two 1001-layer nets most before the first lr division, at half the run).

@@ -17,6 +17,7 @@ import json
 import re
 from pathlib import Path
 
+from markdown_it import MarkdownIt
 from matplotlib.figure import Figure as MplFigure
 
 from skiplab.experiments.base import Experiment, Figure, load_results
@@ -275,8 +276,6 @@ strong.v.ok{background:#1a7f37}strong.v.no{background:#c0392b}strong.v.open{back
 def markdown_to_html(text: str) -> str:
     """The report as a standalone HTML page (markdown-it-py: CommonMark + tables, raw HTML
     off, so embedded text is escaped); verdict words are coloured."""
-    from markdown_it import MarkdownIt
-
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     body = md.render(text)
     for status, cls in _STATUS_CLASS.items():

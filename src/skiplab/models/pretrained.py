@@ -24,8 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from skiplab.data.cache import default_cache_dir
+from skiplab.data.download import download_file
 from skiplab.fileio import sha256_file
 
 # Input normalisation those public CIFAR checkpoints were trained with (ImageNet statistics).
@@ -128,9 +131,6 @@ def fetch_pretrained(name: str, cache_dir: str | Path | None = None) -> Path:
             (nothing is downloaded then).
         skiplab.data.DownloadError: when the download fails or does not match its SHA-256.
     """
-    from skiplab.data.cache import default_cache_dir
-    from skiplab.data.download import download_file
-
     cfg = get_pretrained_cfg(name)
     if cfg is None:
         raise ValueError(
@@ -181,8 +181,6 @@ def read_weights_file(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types

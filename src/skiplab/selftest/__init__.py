@@ -32,6 +32,7 @@ cases, it runs the first N cases.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -40,7 +41,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from skiplab.provenance import environment
+from skiplab.selftest.common import FaultResult, command_for
+from skiplab.selftest.report import write_docs
 
 FAULTS = {
     "kill": ("skiplab.selftest.kill", "run"),
@@ -59,10 +65,6 @@ FAULTS = {
 
 def run_fault(name: str, work: Path, trials: int | None = None, seed: int = 0, progress=None):
     """Run one fault family in folder ``work``; returns its FaultResult."""
-    import importlib
-
-    from skiplab.selftest.common import FaultResult, command_for
-
     module, function = FAULTS[name]
     run = getattr(importlib.import_module(module), function)
     work.mkdir(parents=True, exist_ok=True)
@@ -96,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", help="render this markdown file from the JSON afterwards")
     p.add_argument("--render", metavar="JSON", help="only render --docs from this JSON")
     args = p.parse_args(argv)
-    from skiplab.selftest.report import write_docs
-
     if args.render:
         if not args.docs:
             p.error("--render needs --docs")
@@ -106,9 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [f for f in args.faults if f not in FAULTS]
     if unknown:
         p.error(f"unknown fault(s) {unknown}; known: {list(FAULTS)}")
-    import torch
-    from tqdm import tqdm
-
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="skiplab-selftest-") as tmp:

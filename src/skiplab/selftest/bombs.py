@@ -41,14 +41,19 @@ from pathlib import Path
 
 import numpy as np
 
+from skiplab.cli import main
+from skiplab.data import load_dataset, safe_extract
 from skiplab.selftest.common import (
     FaultResult,
     TrialFailed,
     check,
     command_for,
     run_trials,
+    tiny_config,
     tiny_data,
 )
+from skiplab.selftest.inputs import _png, write_imagefolder, write_segfolder
+from skiplab.train import Trainer
 
 ARCHIVE_TITLE = (
     "size bombs: 2 x 3 GiB tar.gz and zip members, forged zip sizes, absurd zip ratio, "
@@ -242,8 +247,6 @@ def measured(call: Callable[[], object]) -> dict:
 
 def cli(argv: list[str]) -> None:
     """``skiplab ARGV`` in this process; a non-zero exit raises ValueError with its stderr."""
-    from skiplab.cli import main
-
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(argv)
@@ -340,8 +343,6 @@ class ArchiveTrials:
         return case
 
     def _load(self, name: str, data_dir: Path, **kw) -> Callable[[], object]:
-        from skiplab.data import load_dataset
-
         return lambda: load_dataset(name, "train", data_dir=data_dir, cache_dir=self.cache, **kw)
 
     def tar_gz_train(self) -> str:
@@ -363,8 +364,6 @@ class ArchiveTrials:
         case = self._case("tar-gz-extract")
         bomb = zero_tar_gz(case / "bomb.tar.gz", [("train/cat/0.png", 3 * GiB),
                                                   ("test/cat/0.png", 3 * GiB)])  # fmt: skip
-        from skiplab.data import safe_extract
-
         parent = case / "parent"
         parent.mkdir()
         (parent / "keep.txt").write_text("already here")
@@ -372,8 +371,6 @@ class ArchiveTrials:
         return refused(lambda: safe_extract(bomb, parent / "dest"), words, bomb, (parent,))
 
     def zip_extract(self) -> str:
-        from skiplab.data import safe_extract
-
         case = self._case("zip-extract")
         bomb = zero_zip(case / "bomb.zip", [("train/cat/0.png", 3 * GiB),
                                             ("test/cat/0.png", 3 * GiB)])  # fmt: skip
@@ -383,8 +380,6 @@ class ArchiveTrials:
         return refused(lambda: safe_extract(bomb, parent / "dest"), words, bomb, (parent,))
 
     def zip_ratio(self) -> str:
-        from skiplab.data import safe_extract
-
         case = self._case("zip-ratio")
         bomb = zero_zip(case / "ratio.zip", [("data/values.bin", 256 * MiB)])
         parent = case / "parent"
@@ -393,8 +388,6 @@ class ArchiveTrials:
         return refused(lambda: safe_extract(bomb, parent / "dest"), words, bomb, (parent,))
 
     def zip_forged(self) -> str:
-        from skiplab.data import safe_extract
-
         case = self._case("zip-forged")
         bomb = forged_zip(case / "forged.zip", "notes.txt", 5 * GiB)
         parent = case / "parent"
@@ -435,14 +428,10 @@ class ArchiveTrials:
 
     def cache_header(self) -> str:
         """A cache file whose safetensors header declares a 3 GiB tensor: reported, rebuilt."""
-        from skiplab.selftest.inputs import write_imagefolder
-
         case = self._case("cache-header")
         root = write_imagefolder(case / "images")
         cache = case / "cache"
         clean = self._load("imagefolder", root)
-        from skiplab.data import load_dataset
-
         load_dataset("imagefolder", "train", data_dir=root, cache_dir=cache)
         (planted,) = sorted(cache.glob("*-train.safetensors"))
         header = json.dumps({"images": {"dtype": "U8", "shape": [3 * GiB],
@@ -463,8 +452,6 @@ class ArchiveTrials:
 # -- fault 11: oversized images in every input path -----------------------------------------------
 class ImageTrials:
     def __init__(self, work: Path) -> None:
-        from skiplab.selftest.inputs import write_imagefolder, write_segfolder
-
         self.work = work
         self.cache = work / "cache"
         self.cache.mkdir(parents=True, exist_ok=True)
@@ -479,8 +466,6 @@ class ImageTrials:
         return root
 
     def _load(self, name: str, root: Path) -> Callable[[], object]:
-        from skiplab.data import load_dataset
-
         return lambda: load_dataset(name, "train", data_dir=root, cache_dir=self.cache)
 
     def folder(self, bomb: Path | None = None, name: str = "folder") -> str:
@@ -512,8 +497,6 @@ class ImageTrials:
         return refused(self._load("segfolder", root), words, root, (self.cache,))
 
     def isbi(self) -> str:
-        from skiplab.selftest.inputs import _png
-
         root = self.work / "isbi"
         for sub in ("image", "label"):
             (root / "train" / sub).mkdir(parents=True)
@@ -524,17 +507,12 @@ class ImageTrials:
         return refused(self._load("isbi2012", root), words, root, (self.cache,))
 
     def predict(self) -> str:
-        from skiplab.selftest.common import tiny_config
-        from skiplab.train import Trainer
-
         run = self.work / "predict-run"
         with contextlib.redirect_stdout(io.StringIO()):
             Trainer(tiny_config(run, steps=1), train_data=tiny_data()).fit()
         inputs = self.work / "predict-inputs"
         inputs.mkdir()
         good = tiny_data().images[0].permute(1, 2, 0).numpy()
-        from skiplab.selftest.inputs import _png
-
         (inputs / "a.png").write_bytes(_png(np.ascontiguousarray(good)))
         shutil.copyfile(self.bomb, inputs / "b.png")
         out = self.work / "predictions"

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import skiplab.fileio
+from skiplab.models import create_model
 from skiplab.selftest.common import (
     FaultResult,
     check,
@@ -75,8 +76,6 @@ class _CuttingFile:
 
 def _sample_checkpoint(seed: int) -> dict:
     """Weights and training state of a tiny net after one SGD step (different per seed)."""
-    from skiplab import create_model
-
     torch.manual_seed(seed)
     model = create_model("resnet20", layers=[1, 1, 1], num_classes=4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

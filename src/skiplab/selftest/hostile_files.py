@@ -26,6 +26,9 @@ from pathlib import Path
 
 import torch
 
+from skiplab.data import load_dataset
+from skiplab.models import create_model
+from skiplab.models.pretrained import load_pretrained, read_weights_file
 from skiplab.selftest.common import (
     FaultResult,
     Payload,
@@ -36,7 +39,8 @@ from skiplab.selftest.common import (
     tiny_config,
     tiny_data,
 )
-from skiplab.train import Trainer
+from skiplab.selftest.inputs import write_imagefolder
+from skiplab.train import Trainer, load_run
 
 TITLE = "pickle whose payload runs a command, through every file-loading path"
 
@@ -120,8 +124,6 @@ class Trials:
         return text.split("is invalid: ")[1].splitlines()[0].replace(str(self.work), "...")
 
     def load_run(self) -> str:
-        from skiplab.train import load_run
-
         out = self._run_copy("load-run")
         sentinel = self.work / "load-run.sentinel"
         data = raw_pickle(sentinel)
@@ -135,8 +137,6 @@ class Trials:
         return lines[0].replace(str(self.work), "...")
 
     def weights_file(self, suffix: str, kind: str) -> str:
-        from skiplab.models.pretrained import read_weights_file
-
         sentinel = self.work / f"weights{suffix}.sentinel"
         data = torch_zip(sentinel) if kind == "torch" else raw_pickle(sentinel)
         path = self.work / f"evil{suffix}"
@@ -148,9 +148,6 @@ class Trials:
         return message.replace(str(self.work), "...")[:160]
 
     def pretrained(self) -> str:
-        from skiplab import create_model
-        from skiplab.models.pretrained import load_pretrained
-
         sentinel = self.work / "pretrained.sentinel"
         data = pickle.dumps({"state_dict": {"fc.weight": Payload(sentinel)}}, protocol=2)
         path = self.work / "resnet20-evil.th"
@@ -162,9 +159,6 @@ class Trials:
         return message.replace(str(self.work), "...")[:160]
 
     def cache(self) -> str:
-        from skiplab.data import load_dataset
-        from skiplab.selftest.inputs import write_imagefolder
-
         root = write_imagefolder(self.work / "imagefolder")
         cache = self.work / "cache"
         clean = load_dataset("imagefolder", "train", data_dir=root, cache_dir=cache)
@@ -184,8 +178,6 @@ class Trials:
         return text.replace(str(self.work), "...")[:160]
 
     def cifar(self, archive: bool) -> str:
-        from skiplab.data import load_dataset
-
         name = "cifar-archive" if archive else "cifar-folder"
         sentinel = self.work / f"{name}.sentinel"
         data = raw_pickle(sentinel, labels=[0])

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from skiplab.models import create_model
 from skiplab.selftest.common import (
     FaultResult,
     check,
@@ -56,8 +57,6 @@ def _finite(model: nn.Module) -> bool:
 
 
 def trial(work: Path, name: str, nan_at: int | None, every: int, **cfg) -> str:
-    from skiplab import create_model
-
     out = work / name
     module = None
     values = {"steps": 30, "checkpoint_every": every, "keep_checkpoints": 100, **cfg}

@@ -14,7 +14,7 @@ from torch import nn
 
 from skiplab.data import ArrayDataset, load_dataset
 from skiplab.hardware import check_amp_device
-from skiplab.registry import create_model, get_model_entry
+from skiplab.models import create_model, get_model_entry
 from skiplab.train.checkpoint import list_checkpoints
 from skiplab.train.config import TrainConfig
 from skiplab.train.schedule import resolve_warmup

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -23,6 +24,16 @@ import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
+
+from skiplab.data import load_dataset
+from skiplab.data.imagefolder import check_image_file, read_image
+from skiplab.data.limits import ENV_VAR, parse_bytes
+from skiplab.fileio import atomic_write, atomic_write_csv
+from skiplab.models import create_model
+from skiplab.models.pretrained import load_pretrained, read_weights_file
 from skiplab.train.config import (
     AMPS,
     COMPILE_MODES,
@@ -37,6 +48,10 @@ from skiplab.train.config import (
     read_config_file,
     resolve_config,
 )
+from skiplab.train.distributed import resolve_device
+from skiplab.train.evaluate import evaluate, load_run, write_results
+from skiplab.train.tensorboard import TensorBoardLogger
+from skiplab.train.trainer import NonFiniteLoss, Trainer
 
 # The options whose values are a fixed set: argparse refuses others at once, and shell
 # completion can offer them. Taken from the constants TrainConfig checks against.
@@ -112,8 +127,6 @@ def add_train_commands(sub) -> None:
 
 
 def _add_max_bytes(p: argparse.ArgumentParser) -> None:
-    from skiplab.data.limits import ENV_VAR, parse_bytes
-
     def parse(text: str) -> int:
         try:
             return parse_bytes(text)
@@ -134,8 +147,6 @@ def _max_bytes(args: argparse.Namespace):
     """``--max-dataset-bytes`` as ``$SKIPLAB_MAX_DATASET_BYTES`` while the command runs (read by
     load_dataset, inherited by distributed workers), then the environment as it was: a command
     run in-process (``skiplab.cli.main``) leaves no bound behind for the next one."""
-    from skiplab.data.limits import ENV_VAR
-
     value = getattr(args, "max_dataset_bytes", None)
     if value is None:
         yield
@@ -167,7 +178,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(
                 "--model-arg",
                 action="append",
-                type=_key_value,
+                type=key_value,
                 metavar="KEY=VALUE",
                 dest=f.name,
                 default=argparse.SUPPRESS,
@@ -197,7 +208,9 @@ def _parser(kind, optional: bool):
     return parse
 
 
-def _key_value(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type of ``--model-arg KEY=VALUE`` (``train``, ``export``): VALUE read as JSON
+    when it parses, else kept as a string."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
@@ -213,8 +226,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from skiplab.train.trainer import NonFiniteLoss, Trainer
-
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     if "model_args" in values:
@@ -240,8 +251,6 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError("--model is required (see `skiplab models`)")
     callbacks = []
     if args.tensorboard:
-        from skiplab.train.tensorboard import TensorBoardLogger
-
         callbacks.append(TensorBoardLogger())
     trainer = Trainer(cfg, resume=args.resume, callbacks=callbacks)
     try:
@@ -261,12 +270,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from skiplab.data import load_dataset
-    from skiplab.models.pretrained import load_pretrained, read_weights_file
-    from skiplab.registry import create_model
-    from skiplab.train.distributed import resolve_device
-    from skiplab.train.evaluate import evaluate, load_run, write_results
-
     if (args.run is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint FILE")
     plain = args.checkpoint is not None and not args.checkpoint.endswith(".json")
@@ -326,17 +329,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 # -- predict --------------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    import io
-
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from skiplab.data.imagefolder import check_image_file, read_image
-    from skiplab.fileio import atomic_write, atomic_write_csv
-    from skiplab.train.distributed import resolve_device
-    from skiplab.train.evaluate import load_run
-
     if (args.run is None) == (args.checkpoint is None):
         raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint step-N.json")
     run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.fileio import atomic_write
 from skiplab.hardware import resolve_amp
-from skiplab.registry import create_model, get_model_entry
-from skiplab.train.checkpoint import load_latest
+from skiplab.models import create_model, get_model_entry
+from skiplab.train.checkpoint import load_checkpoint, load_latest
 from skiplab.train.config import TrainConfig
 from skiplab.train.losses import Loss
 from skiplab.train.metrics import make_meter
@@ -93,8 +94,6 @@ class RunModel:
 def load_run(run: str | Path, checkpoint: str | Path | None = None, report=None) -> RunModel:
     """Rebuild the network of run folder ``run`` from its newest valid checkpoint (or from
     ``checkpoint``, a manifest ``step-N.json`` of that run)."""
-    from skiplab.train.checkpoint import load_checkpoint
-
     run = Path(run)
     if checkpoint is not None:
         ckpt = load_checkpoint(Path(checkpoint))
@@ -132,6 +131,4 @@ def load_run(run: str | Path, checkpoint: str | Path | None = None, report=None)
 
 def write_results(path: Path, results: dict) -> None:
     """Write ``results`` as indented JSON (atomically)."""
-    from skiplab.fileio import atomic_write
-
     atomic_write(Path(path), (json.dumps(results, indent=2) + "\n").encode())

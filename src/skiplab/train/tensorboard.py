@@ -13,6 +13,8 @@ import importlib.util
 import math
 from pathlib import Path
 
+from skiplab.extras import MissingExtra
+
 TENSORBOARD_EXTRA = "pip install 'skiplab[tensorboard]'  (tensorboard)"
 
 
@@ -34,14 +36,12 @@ class TensorBoardLogger:
         log_dir: Folder of the event files; default ``<run folder>/tensorboard``.
 
     Raises:
-        skiplab.export.MissingExtra: when the tensorboard package is not installed (at
+        skiplab.extras.MissingExtra: when the tensorboard package is not installed (at
             construction, before any training).
     """
 
     def __init__(self, log_dir: str | Path | None = None) -> None:
         if importlib.util.find_spec("tensorboard") is None:
-            from skiplab.export import MissingExtra
-
             raise MissingExtra(f"TensorBoard logging needs tensorboard: {TENSORBOARD_EXTRA}")
         self.log_dir = None if log_dir is None else Path(log_dir)
         self._writer = None
@@ -50,7 +50,7 @@ class TensorBoardLogger:
         if not trainer.dist.is_main:
             return
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # the optional tensorboard extra
 
             self.log_dir = self.log_dir or Path(trainer.out) / "tensorboard"
             self._writer = SummaryWriter(log_dir=str(self.log_dir))
