@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -222,6 +223,39 @@ def test_gradient_flow_measures_every_net_before_and_after_training(run_dir):
     report = build_report(run_dir, [gradient_flow.GradientFlow()]).read_text()
     assert report.count("| gradient-flow |") == 4
     assert (run_dir / "gradient-flow" / "gradient_ratio_vs_depth.png").stat().st_size > 1000
+
+
+def test_gradient_flow_measures_the_degradation_nets_after_training(run_dir, tmp_path, monkeypatch):
+    # The standard and paper budgets: no runs of its own, the degradation nets of every seed.
+    shutil.copytree(run_dir / "runs", tmp_path / "runs")
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    monkeypatch.setitem(
+        gradient_flow.BUDGETS,
+        "quick",
+        gradient_flow.GradientBudget((8,), None, 16, TINY_DATA, True, None),
+    )
+    results = run_one(gradient_flow.GradientFlow(), Settings(out_dir=tmp_path)).results
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before  # nothing trained
+    assert results["trained_by"] == "degradation" and results["steps"] == 4  # 64 images / 16
+    trained = {(n["kind"], n["depth"]): n for n in results["nets"] if "trained" in n}
+    assert set(trained) == {(k, d) for k in ("plain", "residual") for d in (8, 14)}
+    for (kind, depth), n in trained.items():
+        assert n["run"] == f"{'plain' if kind == 'plain' else 'resnet'}{depth}-quick-seed0"
+        assert n["train_loss"] > 0 and n["trained"]["ratio"] > 0
+        # measured at initialisation on the very architecture the degradation run trained
+        assert len(n["init"]["blocks"]) == len(n["trained"]["blocks"]) == 3 * ((depth - 2) // 6)
+    init_only = {(n["kind"], n["depth"]) for n in results["nets"] if "trained" not in n}
+    assert init_only == {("preact", 8), ("highway", 8)}
+    deviations = gradient_flow.GradientFlow().deviations(results)
+    assert any("degradation experiment's plain and residual nets" in d for d in deviations)
+
+    monkeypatch.setitem(
+        gradient_flow.BUDGETS,
+        "quick",
+        gradient_flow.GradientBudget((8,), None, 16, DataPlan(32, 16, 16), True, None),
+    )
+    with pytest.raises(ValueError, match="differs from degradation's"):
+        gradient_flow.GradientFlow().run(Settings(out_dir=tmp_path), tmp_path / "gf")
 
 
 def test_ensemble_of_paths_reuses_the_degradation_nets(run_dir):

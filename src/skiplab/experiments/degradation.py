@@ -85,6 +85,18 @@ def _name(kind: str, depth: int) -> str:
     return f"{KINDS[kind]}{depth}"
 
 
+def net_args(budget: DegradationBudget, kind: str, depth: int, num_classes: int) -> dict:
+    """``create_model("resnet20", **net_args(...))`` is the ``kind`` net of ``depth`` layers
+    that :func:`train_net` trains (n = (depth - 2) / 6 units per stage)."""
+    n = (depth - 2) // 6
+    return {
+        **budget.model_args,
+        "layers": (n, n, n),
+        "shortcut": "A" if kind == "residual" else "none",
+        "num_classes": num_classes,
+    }
+
+
 def train_net(
     settings: Settings,
     budget: DegradationBudget,
@@ -102,18 +114,12 @@ def train_net(
     plain{6n+2}, at any depth. ``tag`` names a run whose budget differs from this experiment's
     own (``resnet56-lesion-quick-seed0``), so that the two never share a folder.
     """
-    n = (depth - 2) // 6
     return train_run(
         settings.out_dir,
         f"{_name(kind, depth)}{f'-{tag}' if tag else ''}-{settings.budget}-seed{seed}",
         settings,
         model="resnet20",
-        model_args={
-            **budget.model_args,
-            "layers": (n, n, n),
-            "shortcut": "A" if kind == "residual" else "none",
-            "num_classes": len(train.classes),
-        },
+        model_args=net_args(budget, kind, depth, len(train.classes)),
         train_data=train,
         val_data=test,
         seed=seed,

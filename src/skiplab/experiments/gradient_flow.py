@@ -5,7 +5,9 @@ He et al. 2016 (arXiv:1603.05027), section 3, eq. 5: with identity shortcuts, dL
 neither vanishes nor explodes with depth; without shortcuts it is a product of Jacobians. We
 measure, on one batch per seed, the norm of dL/dx at the input of every block
 (``skiplab.analysis.gradient_flow``) for plain, residual, pre-activation and highway nets of
-growing depth, at initialisation and after a few training steps, and the per-block Jacobian
+growing depth, at initialisation and after training (a few steps of its own at the quick budget;
+the degradation experiment's trained plain and residual nets at the standard and paper budgets),
+and the per-block Jacobian
 terms ||(dH/dx) v|| and ||(dH/dx) v - v|| (the dF/dx term). Every seed initialises, trains and
 measures every net anew.
 
@@ -26,9 +28,15 @@ import torch
 
 from skiplab.analysis.gradient_flow import block_jacobian_terms, gradient_norms
 from skiplab.data import DeviceLoader
+from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
-from skiplab.experiments.training import DataPlan, classification_data, train_runs
+from skiplab.experiments.training import (
+    DataPlan,
+    classification_data,
+    train_in_parallel,
+    train_runs,
+)
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 from skiplab.models import create_model
 
@@ -36,7 +44,10 @@ from skiplab.models import create_model
 @dataclass(frozen=True)
 class GradientBudget:
     depths: tuple[int, ...]
-    steps: int  # training steps before the second measurement
+    # Training before the second measurement: this many steps of the experiment's own runs, or
+    # None for the degradation experiment's trained plain and residual nets (every seed, the
+    # same run folders), so that the after-training claims rest on nets trained to that budget.
+    steps: int | None
     batch_size: int
     data: DataPlan
     narrow: bool  # widths 8/16/32 instead of 16/32/64
@@ -47,8 +58,14 @@ BUDGETS = {
     # quick: 10 steps (its nets stay at chance at any step count the demo's time allows; see
     # docs/results/calibration.md), so the after-training claims are left to the other budgets.
     "quick": GradientBudget((20, 56, 110), 10, 64, DataPlan(2000, 500, 16), True, 1001),
-    "standard": GradientBudget((20, 56, 110), 500, 128, DataPlan(), False, 1001),
-    "paper": GradientBudget((20, 56, 110), 2000, 128, DataPlan(), False, 1001),
+    # standard and paper: the degradation experiment's nets, on its data (the batch measured
+    # must have the resolution those nets were trained at).
+    "standard": GradientBudget(
+        (20, 56, 110), None, 128, degradation.BUDGETS["standard"].data, False, 1001
+    ),
+    "paper": GradientBudget(
+        (20, 56, 110), None, 128, degradation.BUDGETS["paper"].data, False, 1001
+    ),
 }
 KINDS = ("plain", "residual", "preact", "highway")
 SHORTCUT_KINDS = ("residual", "preact")  # identity shortcuts: the nets of He et al. 2016, eq. 5
@@ -172,17 +189,90 @@ class GradientFlow(Experiment):
 
     def run(self, settings: Settings, folder: Path) -> dict:
         budget = BUDGETS[settings.budget]
+        deg = degradation.BUDGETS[settings.budget] if budget.steps is None else None
+        if deg is not None and deg.data != budget.data:
+            raise ValueError(
+                f"gradient-flow measures the degradation nets on their own data; its plan "
+                f"{budget.data} differs from degradation's {deg.data}"
+            )
         train, test = classification_data(settings, budget.data)
         nc = len(train.classes)
-        # (kind, depth, trained too?, registered name, overrides) of every net measured.
+        # (kind, depth, how it is trained: None (init only), "own" or "degradation") of every
+        # net measured, each kind's depths in increasing order.
+        how = {(k, d): ("own" if deg is None else None) for k in KINDS for d in budget.depths}
+        if deg is not None:
+            how.update({(k, d): "degradation" for k in degradation.KINDS for d in deg.depths})
         nets = [
-            (k, d, True, *net_spec(k, d, budget.narrow, nc)) for k in KINDS for d in budget.depths
+            (k, d, how[(k, d)], *net_spec(k, d, budget.narrow, nc))
+            if how[(k, d)] != "degradation"
+            else (k, d, "degradation", "resnet20", degradation.net_args(deg, k, d, nc))
+            for k in KINDS
+            for d in sorted(d for kk, d in how if kk == k)
         ]
         if budget.deepest_preact:
             depth = budget.deepest_preact
-            nets.append(("preact", depth, False, *net_spec("preact", depth, budget.narrow, nc)))
-        specs = [
-            {
+            nets.append(("preact", depth, None, *net_spec("preact", depth, budget.narrow, nc)))
+        trained = self._train(settings, folder, budget, deg, nets, train, test)
+        rows = []
+        for seed in settings.seeds:
+            x, y = DeviceLoader(
+                train, budget.batch_size, train=True, seed=seed, device=settings.device
+            ).batch(0, 0)
+            for kind, depth, trained_by, name, args in nets:
+                # The trainer initialises with torch.manual_seed(seed) too: the same weights.
+                torch.manual_seed(seed)
+                model = create_model(name, **args).to(settings.device)
+                row = {
+                    "kind": kind,
+                    "depth": depth,
+                    "seed": seed,
+                    "model": name,
+                    "init": _measure(model, x, y, seed),
+                }
+                if trained_by is not None:
+                    outcome = trained[(kind, depth, seed)]()
+                    row["run"] = outcome.name
+                    row["train_loss"] = outcome.final["train_loss"]
+                    row["steps"] = outcome.final["step"]
+                    row["trained"] = _measure(outcome.model.to(settings.device), x, y, seed)
+                rows.append(row)
+        steps = sorted({r["steps"] for r in rows if "steps" in r})
+        return {
+            "budget": settings.budget,
+            "trained_by": "own runs" if deg is None else "degradation",
+            "steps": steps[0] if len(steps) == 1 else steps,
+            "batch_size": budget.batch_size if deg is None else deg.batch_size,
+            "lr": LR if deg is None else deg.lr,
+            "warmup_steps": None if deg is None else deg.warmup_steps,
+            "narrow": budget.narrow,
+            "deepest_preact": budget.deepest_preact,
+            "data": train.source,
+            "num_classes": nc,
+            "seeds": list(settings.seeds),
+            "nets": rows,
+        }
+
+    @staticmethod
+    def _train(settings, folder, budget, deg, nets, train, test) -> dict:
+        """Train (or find on disk) every net measured after training.
+
+        Returns:
+            {(kind, depth, seed): a function returning its RunOutcome}: the degradation runs
+            are read one at a time, so that only one trained model is held at once.
+        """
+        if deg is not None:
+            tasks = {
+                (kind, depth, seed): (settings, deg, kind, depth, seed, train, test)
+                for seed in settings.seeds
+                for kind, depth, trained_by, _, _ in sorted(nets, key=lambda t: -t[1])
+                if trained_by == "degradation"
+            }
+            train_in_parallel(settings, degradation.train_net, list(tasks.values()))
+            return {
+                key: (lambda task=task: degradation.train_net(*task)) for key, task in tasks.items()
+            }
+        specs = {
+            (kind, depth, seed): {
                 "run_dir": folder,
                 "name": f"{kind}{depth}-seed{seed}",
                 "settings": settings,
@@ -198,46 +288,13 @@ class GradientFlow(Experiment):
                 "augment": True,
             }
             for seed in settings.seeds
-            for kind, depth, train_it, name, args in sorted(nets, key=lambda t: -t[1])
-            if train_it
-        ]
-        trained = {
-            (spec["name"]): outcome
-            for spec, outcome in zip(specs, train_runs(settings, specs), strict=True)
+            for kind, depth, trained_by, name, args in sorted(nets, key=lambda t: -t[1])
+            if trained_by == "own"
         }
-        rows = []
-        for seed in settings.seeds:
-            x, y = DeviceLoader(
-                train, budget.batch_size, train=True, seed=seed, device=settings.device
-            ).batch(0, 0)
-            for kind, depth, train_it, name, args in nets:
-                # The trainer initialises with torch.manual_seed(seed) too: the same weights.
-                torch.manual_seed(seed)
-                model = create_model(name, **args).to(settings.device)
-                row = {
-                    "kind": kind,
-                    "depth": depth,
-                    "seed": seed,
-                    "model": name,
-                    "init": _measure(model, x, y, seed),
-                }
-                if train_it:
-                    outcome = trained[f"{kind}{depth}-seed{seed}"]
-                    row["run"] = outcome.name
-                    row["train_loss"] = outcome.final["train_loss"]
-                    row["trained"] = _measure(outcome.model.to(settings.device), x, y, seed)
-                rows.append(row)
+        outcomes = train_runs(settings, list(specs.values()))
         return {
-            "budget": settings.budget,
-            "steps": budget.steps,
-            "batch_size": budget.batch_size,
-            "lr": LR,
-            "narrow": budget.narrow,
-            "deepest_preact": budget.deepest_preact,
-            "data": train.source,
-            "num_classes": nc,
-            "seeds": list(settings.seeds),
-            "nets": rows,
+            key: (lambda outcome=outcome: outcome)
+            for key, outcome in zip(specs, outcomes, strict=True)
         }
 
     # -- analysis -------------------------------------------------------------------------------
@@ -408,10 +465,7 @@ class GradientFlow(Experiment):
         out = [
             f"data: {results['data']} (paper: CIFAR-10 at 32x32); the gradients are measured on "
             f"one batch of {results.get('batch_size', '?')} training images per seed",
-            f"training between the two measurements: {results['steps']} steps of batch "
-            f"{results.get('batch_size', '?')} at lr {results.get('lr', LR):g} with the paper "
-            "recipe's step schedule and no warm-up (He et al. 2016 analyse eq. 5; their nets "
-            "train for 64k steps)",
+            _training_text(results),
             "highway nets: 2n highway layers per stage, the residual net's count of transform "
             "layers (no paper measures highway nets at these depths)",
         ]
@@ -471,6 +525,25 @@ class GradientFlow(Experiment):
                 "only for a net that trained (its guard).",
             ]
         return "\n".join(lines)
+
+
+def _training_text(results: dict) -> str:
+    """What happened between the two measurements, as a deviation from the paper."""
+    if results.get("trained_by") == "degradation":
+        return (
+            f"after training: the degradation experiment's plain and residual nets of this budget "
+            f"(every seed; {results['steps']} steps of batch {results['batch_size']} at lr "
+            f"{results['lr']:g}, the paper recipe's step schedule, its error-driven warm-up "
+            f"capped at {results['warmup_steps']} steps); pre-activation and highway nets, which "
+            "that experiment does not train, are measured at initialisation only (He et al. "
+            "2016 analyse eq. 5; their nets train for 64k steps)"
+        )
+    return (
+        f"training between the two measurements: {results['steps']} steps of batch "
+        f"{results.get('batch_size', '?')} at lr {results.get('lr', LR):g} with the paper "
+        "recipe's step schedule and no warm-up (He et al. 2016 analyse eq. 5; their nets "
+        "train for 64k steps)"
+    )
 
 
 def _trend(ratio: float) -> str:
