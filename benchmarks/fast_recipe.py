@@ -25,7 +25,7 @@ from statistics import mean, stdev
 from skiplab.data import load_dataset
 from skiplab.provenance import environment
 from skiplab.train import TrainConfig, Trainer
-from skiplab.train.commands import _key_value
+from skiplab.train.commands import key_value
 from skiplab.train.config import resolve_config
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set",
         action="append",
         default=[],
-        type=_key_value,
+        type=key_value,
         metavar="KEY=VALUE",
         help="TrainConfig override on top of the fast recipe (repeatable)",
     )
