@@ -19,11 +19,9 @@ from skiplab.models.unet import UNET_VARIANTS, UNetConfig
 from skiplab.train.config import TrainConfig
 
 MODEL_CONFIGS = [
-    *(row[-1] for row in RESNET_VARIANTS.values()),
-    *(row[-1] for row in DENSENET_VARIANTS.values()),
-    *(row[-1] for row in UNET_VARIANTS.values()),
-    *FPN_VARIANTS.values(),
-    *HIGHWAY_VARIANTS.values(),
+    row.config
+    for table in (RESNET_VARIANTS, DENSENET_VARIANTS, UNET_VARIANTS, FPN_VARIANTS, HIGHWAY_VARIANTS)
+    for row in table.values()
 ]
 
 
@@ -80,19 +78,21 @@ def test_to_dict_writes_the_keys_results_files_have_always_held(tmp_path):
 
 
 def test_with_overrides_takes_json_lists_as_tuples():
-    cfg = RESNET_VARIANTS["resnet20"][2].with_overrides({"layers": [1, 1, 1], "widths": [4, 8, 8]})
+    cfg = RESNET_VARIANTS["resnet20"].config.with_overrides(
+        {"layers": [1, 1, 1], "widths": [4, 8, 8]}
+    )
     assert cfg.layers == (1, 1, 1) and cfg.widths == (4, 8, 8)
-    assert FPN_VARIANTS["fpn_resnet18"].with_overrides({"levels": [2, 3]}).levels == (2, 3)
-    mlp = HIGHWAY_VARIANTS["highway_mlp"].with_overrides({"input_size": [1, 8, 8]})
+    assert FPN_VARIANTS["fpn_resnet18"].config.with_overrides({"levels": [2, 3]}).levels == (2, 3)
+    mlp = HIGHWAY_VARIANTS["highway_mlp"].config.with_overrides({"input_size": [1, 8, 8]})
     assert mlp.input_size == (1, 8, 8)
 
 
 @pytest.mark.parametrize(
     ("cfg", "key", "close"),
     [
-        (RESNET_VARIANTS["resnet20"][2], "layer", "layers"),
-        (DENSENET_VARIANTS["densenet121"][2], "growth", "growth_rate"),
-        (HIGHWAY_VARIANTS["highway_mlp"], "widht", "width"),
+        (RESNET_VARIANTS["resnet20"].config, "layer", "layers"),
+        (DENSENET_VARIANTS["densenet121"].config, "growth", "growth_rate"),
+        (HIGHWAY_VARIANTS["highway_mlp"].config, "widht", "width"),
         (TrainConfig(), "lrate", "lr"),
     ],
 )
@@ -107,7 +107,7 @@ def test_unknown_key_names_the_class_the_key_and_the_close_names(cfg, key, close
 
 def test_unknown_key_without_a_close_name_lists_every_name():
     with pytest.raises(ValueError, match=r"\['zzz'\] for FPNConfig; allowed: \['encoder', "):
-        FPN_VARIANTS["fpn_resnet18"].with_overrides({"zzz": 1})
+        FPN_VARIANTS["fpn_resnet18"].config.with_overrides({"zzz": 1})
 
 
 def test_from_dict_refuses_what_is_not_a_table():
@@ -118,11 +118,11 @@ def test_from_dict_refuses_what_is_not_a_table():
 @pytest.mark.parametrize(
     ("cfg", "field", "value"),
     [
-        (RESNET_VARIANTS["resnet20"][2], "stem", "tiny"),
-        (RESNET_VARIANTS["resnet20"][2], "block", "wide"),
-        (DENSENET_VARIANTS["densenet121"][2], "stem", "tiny"),
-        (UNET_VARIANTS["unet"][2], "upsample", "nearest"),
-        (HIGHWAY_VARIANTS["highway_cifar19"], "skip", "dense"),
+        (RESNET_VARIANTS["resnet20"].config, "stem", "tiny"),
+        (RESNET_VARIANTS["resnet20"].config, "block", "wide"),
+        (DENSENET_VARIANTS["densenet121"].config, "stem", "tiny"),
+        (UNET_VARIANTS["unet"].config, "upsample", "nearest"),
+        (HIGHWAY_VARIANTS["highway_cifar19"].config, "skip", "dense"),
         (TrainConfig(), "schedule", "linear"),
         (TrainConfig(), "amp", "fp8"),
         (FastPath(), "amp", "fp8"),

@@ -6,8 +6,8 @@ skiplab module, at module level or inside a function, absolute or relative. Impo
 ``skiplab.a.b`` from outside ``skiplab.a`` also runs ``skiplab/a/__init__.py``; that is an
 edge too. Two things are not edges: the top-level ``skiplab/__init__.py``, which Python runs
 before any skiplab module and which imports :mod:`skiplab.models` (that is what fills the
-registry, as in timm), and modules named only in strings (the ``FAULTS`` table of
-``skiplab.selftest``, ``python -m`` children).
+registry, as in timm), and modules named only in strings (the ``python -m`` children of
+``skiplab.selftest``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model registry: every network in skiplab is created by name.
+"""Registries: every network, experiment and fault of skiplab is found by name.
 
 Usage::
 
@@ -17,6 +17,12 @@ modules) imports :mod:`skiplab.models`, so the table is complete before anyone r
 
 A factory receives the user's overrides and is responsible for validating them (the model
 configs do so in their ``__post_init__``); the registry only knows names and metadata.
+
+The table itself is a :class:`Registry`, the one shape of skiplab's plug-in tables: the
+experiments of ``skiplab reproduce`` (:data:`skiplab.experiments.cli.EXPERIMENTS`) and the faults
+of ``python -m skiplab.selftest`` (:data:`skiplab.selftest.FAULTS`) are registries too. Each is
+filled when the package that defines its entries is imported, refuses a name twice, and answers
+an unknown name with the closest known ones.
 """
 
 from __future__ import annotations
@@ -24,12 +30,76 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from torch import nn
 
 TASKS = ("classification", "segmentation")
+
+T = TypeVar("T")
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """A table of names -> entries, in the order they were added.
+
+    Args:
+        kind: What an entry is, for messages: ``"model"``, ``"experiment"``, ``"fault"``.
+        see: Where a user finds every name, ending the unknown-name message (default: the names
+            themselves, for a short table).
+        describe: A clause on the entry already registered, for the duplicate-name message.
+    """
+
+    def __init__(
+        self, kind: str, *, see: str | None = None, describe: Callable[[T], str] | None = None
+    ) -> None:
+        self.kind = kind
+        self._see = see
+        self._describe = describe
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> T:
+        """Register ``entry`` under ``name``; returns the entry.
+
+        Raises:
+            ValueError: if the name is already registered.
+        """
+        if name in self._entries:
+            detail = f" ({self._describe(self._entries[name])})" if self._describe else ""
+            raise ValueError(f"{self.kind} {name!r} is already registered{detail}")
+        self._entries[name] = entry
+        return entry
+
+    def unknown(self, name: str) -> str:
+        """The message for a name that is not registered, with the closest known names."""
+        close = difflib.get_close_matches(name, list(self._entries), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        see = self._see or f"known: {', '.join(self._entries)}"
+        return f"unknown {self.kind} {name!r}{hint} ({see})"
+
+    def __getitem__(self, name: str) -> T:
+        """The entry of ``name``.
+
+        Raises:
+            KeyError: for an unknown name, with :meth:`unknown`'s message.
+        """
+        if name not in self._entries:
+            raise KeyError(self.unknown(name))
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def pop(self, name: str) -> T:
+        """Remove ``name`` (for tests that register a throw-away entry)."""
+        return self._entries.pop(name)
 
 
 @dataclass(frozen=True)
@@ -53,7 +123,11 @@ class ModelEntry:
     task: str
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry(
+    "model",
+    see="see `skiplab models` for all names",
+    describe=lambda entry: f"family {entry.family}",
+)
 
 
 def register_model(
@@ -74,11 +148,7 @@ def register_model(
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
-        if key in _REGISTRY:
-            raise ValueError(
-                f"model {key!r} is already registered (family {_REGISTRY[key].family})"
-            )
-        _REGISTRY[key] = ModelEntry(key, family, fn, tuple(input_size), depth, task)
+        _REGISTRY.add(key, ModelEntry(key, family, fn, tuple(input_size), depth, task))
         return fn
 
     return decorator
@@ -113,10 +183,6 @@ def get_model_entry(name: str) -> ModelEntry:
     Raises:
         KeyError: for an unknown name, listing the closest known names.
     """
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (see `skiplab models` for all names)")
     return _REGISTRY[name]
 
 

@@ -13,8 +13,8 @@ from skiplab.models.resnet import RESNET_VARIANTS
 
 from .model_tester import ModelTester
 
-IMAGENET_NETS = [n for n, (_, size, _) in RESNET_VARIANTS.items() if size[1] == 224]
-CIFAR_NETS = [n for n, (_, size, _) in RESNET_VARIANTS.items() if size[1] == 32]
+IMAGENET_NETS = [n for n, v in RESNET_VARIANTS.items() if v.input_size[1] == 224]
+CIFAR_NETS = [n for n, v in RESNET_VARIANTS.items() if v.input_size[1] == 32]
 HEAVY = {
     "resnext101_32x8d",
     "wide_resnet101_2",

@@ -28,26 +28,28 @@ from skiplab.experiments.preact_vs_original import PreactVsOriginal
 from skiplab.experiments.report import build_report
 from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
 from skiplab.hardware import AMPS, describe_precision
+from skiplab.registry import Registry
 
-
-def experiments() -> dict[str, Experiment]:
-    """Every experiment, by name, in report order."""
-    order = (
-        Degradation(),
-        GradientFlow(),
-        EnsembleOfPaths(),
-        PreactVsOriginal(),
-        HighwayVsResidual(),
-        UNetSkips(),
-        FPNLaterals(),
-        DenseNetEfficiency(),
-        ArchitectureTable(),
-    )
-    return {e.name: e for e in order}
+# Every experiment class, by name, in report order (the order `skiplab reproduce` runs them).
+EXPERIMENTS: Registry[type[Experiment]] = Registry(
+    "experiment", describe=lambda cls: f"by {cls.__module__}.{cls.__qualname__}"
+)
+for _experiment in (
+    Degradation,
+    GradientFlow,
+    EnsembleOfPaths,
+    PreactVsOriginal,
+    HighwayVsResidual,
+    UNetSkips,
+    FPNLaterals,
+    DenseNetEfficiency,
+    ArchitectureTable,
+):
+    EXPERIMENTS.add(_experiment.name, _experiment)
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
-    names = list(experiments())
+    names = list(EXPERIMENTS)
     p = sub.add_parser(
         "reproduce",
         help="run the chapter's experiments and write report.md",
@@ -93,10 +95,10 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    known = experiments()
-    unknown = [n for n in args.experiments if n not in known]
+    unknown = [n for n in args.experiments if n not in EXPERIMENTS]
     if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; choose from {list(known)}")
+        raise ValueError("; ".join(EXPERIMENTS.unknown(n) for n in unknown))
+    known = {name: experiment() for name, experiment in EXPERIMENTS.items()}
     chosen = args.experiments or list(known)
     settings = Settings(
         out_dir=args.out,
@@ -140,5 +142,5 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print(build_report(args.run_dir, list(experiments().values())))
+    print(build_report(args.run_dir, [experiment() for experiment in EXPERIMENTS.values()]))
     return 0

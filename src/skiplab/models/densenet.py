@@ -47,7 +47,7 @@ from skiplab.models._base import (
     checkpointed,
     frozen_bn_stats,
 )
-from skiplab.registry import register_config_model
+from skiplab.models.variants import Variant, register_variants
 
 STEMS = ("imagenet", "cifar")
 
@@ -409,22 +409,19 @@ def _cifar(depth: int, k: int, bc: bool) -> DenseNetConfig:
     )
 
 
-# name: (family, default input, config)
-DENSENET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], DenseNetConfig]] = {
+# name: Variant(family, default input, config); depth from the config
+DENSENET_VARIANTS: dict[str, Variant] = {
     # Paper Table 1 (DenseNet-BC, k=32) and torchvision's densenet161 (k=48, 96 stem maps).
-    "densenet121": ("densenet", IMAGENET, DenseNetConfig(32, (6, 12, 24, 16), 64)),
-    "densenet161": ("densenet", IMAGENET, DenseNetConfig(48, (6, 12, 36, 24), 96)),
-    "densenet169": ("densenet", IMAGENET, DenseNetConfig(32, (6, 12, 32, 32), 64)),
-    "densenet201": ("densenet", IMAGENET, DenseNetConfig(32, (6, 12, 48, 32), 64)),
+    "densenet121": Variant("densenet", IMAGENET, DenseNetConfig(32, (6, 12, 24, 16), 64)),
+    "densenet161": Variant("densenet", IMAGENET, DenseNetConfig(48, (6, 12, 36, 24), 96)),
+    "densenet169": Variant("densenet", IMAGENET, DenseNetConfig(32, (6, 12, 32, 32), 64)),
+    "densenet201": Variant("densenet", IMAGENET, DenseNetConfig(32, (6, 12, 48, 32), 64)),
     # Paper Table 2: 1.0M, 0.8M, 15.3M, 25.6M parameters.
-    "densenet40_k12": ("cifar_densenet", CIFAR, _cifar(40, 12, bc=False)),
-    "densenet_bc100_k12": ("cifar_densenet", CIFAR, _cifar(100, 12, bc=True)),
-    "densenet_bc250_k24": ("cifar_densenet", CIFAR, _cifar(250, 24, bc=True)),
-    "densenet_bc190_k40": ("cifar_densenet", CIFAR, _cifar(190, 40, bc=True)),
+    "densenet40_k12": Variant("cifar_densenet", CIFAR, _cifar(40, 12, bc=False)),
+    "densenet_bc100_k12": Variant("cifar_densenet", CIFAR, _cifar(100, 12, bc=True)),
+    "densenet_bc250_k24": Variant("cifar_densenet", CIFAR, _cifar(250, 24, bc=True)),
+    "densenet_bc190_k40": Variant("cifar_densenet", CIFAR, _cifar(190, 40, bc=True)),
 }
 
 
-for _name, (_family, _input, _cfg) in DENSENET_VARIANTS.items():
-    register_config_model(
-        _name, DenseNet, _cfg, family=_family, input_size=_input, depth=_cfg.depth
-    )
+register_variants(DENSENET_VARIANTS, DenseNet, depth=lambda cfg: cfg.depth)

@@ -27,7 +27,7 @@ from torch import nn
 from skiplab.config import Config, check_bool
 from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int, is_fx_proxy
 from skiplab.models.backbones import create_backbone, nearest_sizes
-from skiplab.registry import register_config_model
+from skiplab.models.variants import Variant, register_variants
 
 COMMON_STRIDE = 4  # the semantic branch merges the levels at P2's stride (Kirillov et al. 2019)
 GN_GROUPS = 32
@@ -347,12 +347,11 @@ class FPNBackbone(nn.Module):
         return out
 
 
-# name: config (rows of data; RGB 512 x 512; the chapter's ISBI 2012 runs pass in_chans=1)
-FPN_VARIANTS: dict[str, FPNConfig] = {
-    f"fpn_{bb}": FPNConfig(encoder=bb) for bb in ("resnet18", "resnet34", "resnet50")
+# name: Variant(family, default input, config); RGB 512 x 512 (the chapter's ISBI 2012 runs pass
+# in_chans=1)
+FPN_VARIANTS: dict[str, Variant] = {
+    f"fpn_{bb}": Variant("fpn", (3, 512, 512), FPNConfig(encoder=bb), task="segmentation")
+    for bb in ("resnet18", "resnet34", "resnet50")
 }
 
-for _name, _cfg in FPN_VARIANTS.items():
-    register_config_model(
-        _name, FPN, _cfg, family="fpn", input_size=(3, 512, 512), task="segmentation"
-    )
+register_variants(FPN_VARIANTS, FPN)

@@ -44,7 +44,7 @@ from torch import nn
 
 from skiplab.config import Config, check_int, check_real, choice
 from skiplab.models._base import FeatureInfo, SkipNet, check_choice, check_positive_int
-from skiplab.registry import register_config_model
+from skiplab.models.variants import Variant, register_variants
 
 SKIPS = ("highway", "residual", "none")
 GATE_MODES = ("learned", "closed", "open")
@@ -384,21 +384,17 @@ class HighwayCNN(SkipNet):
 # -- the registered variants, as rows of data -----------------------------------------------------
 CIFAR = (3, 32, 32)
 
-# name: config; every one is family "highway" with a (3, 32, 32) default input.
-HIGHWAY_VARIANTS: dict[str, HighwayMLPConfig | HighwayCNNConfig] = {
-    "highway_mlp": HighwayMLPConfig(skip="highway"),
-    "residual_mlp": HighwayMLPConfig(skip="residual"),
-    "plain_mlp": HighwayMLPConfig(skip="none"),
-    "highway_cifar19": HighwayCNNConfig(),
+# name: Variant(family, default input, config); depth from the config
+HIGHWAY_VARIANTS: dict[str, Variant] = {
+    "highway_mlp": Variant("highway", CIFAR, HighwayMLPConfig(skip="highway")),
+    "residual_mlp": Variant("highway", CIFAR, HighwayMLPConfig(skip="residual")),
+    "plain_mlp": Variant("highway", CIFAR, HighwayMLPConfig(skip="none")),
+    "highway_cifar19": Variant("highway", CIFAR, HighwayCNNConfig()),
 }
 
 
-for _name, _cfg in HIGHWAY_VARIANTS.items():
-    register_config_model(
-        _name,
-        HighwayMLP if isinstance(_cfg, HighwayMLPConfig) else HighwayCNN,
-        _cfg,
-        family="highway",
-        input_size=CIFAR,
-        depth=_cfg.depth,
-    )
+register_variants(
+    HIGHWAY_VARIANTS,
+    {HighwayMLPConfig: HighwayMLP, HighwayCNNConfig: HighwayCNN},
+    depth=lambda cfg: cfg.depth,
+)

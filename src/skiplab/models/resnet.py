@@ -27,7 +27,7 @@ from skiplab.models._base import (
     checkpointed,
 )
 from skiplab.models.resnet_blocks import BLOCKS, SHORTCUTS, conv3x3, make_shortcut
-from skiplab.registry import register_config_model
+from skiplab.models.variants import Variant, register_variants
 
 STEMS = ("imagenet", "cifar")
 
@@ -305,53 +305,55 @@ def _cifar(n: int, block: str = "basic", **kw) -> ResNetConfig:
     )
 
 
-# name: (family, default input, config)
+# name: Variant(family, default input, config); depth from the config
 # fmt: off
-RESNET_VARIANTS: dict[str, tuple[str, tuple[int, int, int], ResNetConfig]] = {
+RESNET_VARIANTS: dict[str, Variant] = {
     # He et al. 2015, Table 1; option B (projection where shapes change) as in torchvision.
-    "resnet18": ("resnet", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2))),
-    "resnet34": ("resnet", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3))),
-    "resnet50": ("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 4, 6, 3))),
-    "resnet101": ("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 4, 23, 3))),
-    "resnet152": ("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 8, 36, 3))),
-    "resnext50_32x4d": ("resnext", IMAGENET,
-                        ResNetConfig("bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4)),
-    "resnext101_32x8d": ("resnext", IMAGENET,
-                         ResNetConfig("bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8)),
-    "wide_resnet50_2": ("wide_resnet", IMAGENET,
-                        ResNetConfig("bottleneck", (3, 4, 6, 3), width_per_group=128)),
-    "wide_resnet101_2": ("wide_resnet", IMAGENET,
-                         ResNetConfig("bottleneck", (3, 4, 23, 3), width_per_group=128)),
+    "resnet18": Variant("resnet", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2))),
+    "resnet34": Variant("resnet", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3))),
+    "resnet50": Variant("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 4, 6, 3))),
+    "resnet101": Variant("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 4, 23, 3))),
+    "resnet152": Variant("resnet", IMAGENET, ResNetConfig("bottleneck", (3, 8, 36, 3))),
+    "resnext50_32x4d": Variant("resnext", IMAGENET,
+                               ResNetConfig("bottleneck", (3, 4, 6, 3),
+                                            groups=32, width_per_group=4)),
+    "resnext101_32x8d": Variant("resnext", IMAGENET,
+                                ResNetConfig("bottleneck", (3, 4, 23, 3),
+                                             groups=32, width_per_group=8)),
+    "wide_resnet50_2": Variant("wide_resnet", IMAGENET,
+                               ResNetConfig("bottleneck", (3, 4, 6, 3), width_per_group=128)),
+    "wide_resnet101_2": Variant("wide_resnet", IMAGENET,
+                                ResNetConfig("bottleneck", (3, 4, 23, 3), width_per_group=128)),
     # Plain controls of He et al. 2015 (Table 2): the same layers, no additions.
-    "plain18": ("plain", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2), shortcut="none")),
-    "plain34": ("plain", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3), shortcut="none")),
+    "plain18": Variant("plain", IMAGENET, ResNetConfig("basic", (2, 2, 2, 2), shortcut="none")),
+    "plain34": Variant("plain", IMAGENET, ResNetConfig("basic", (3, 4, 6, 3), shortcut="none")),
     # Pre-activation ImageNet nets, He et al. 2016 (Table 5 has 152 and 200).
-    "preact_resnet18": ("preact_resnet", IMAGENET,
-                        ResNetConfig("basic", (2, 2, 2, 2), preact=True)),
-    "preact_resnet34": ("preact_resnet", IMAGENET,
-                        ResNetConfig("basic", (3, 4, 6, 3), preact=True)),
-    "preact_resnet50": ("preact_resnet", IMAGENET,
-                        ResNetConfig("bottleneck", (3, 4, 6, 3), preact=True)),
-    "preact_resnet101": ("preact_resnet", IMAGENET,
-                         ResNetConfig("bottleneck", (3, 4, 23, 3), preact=True)),
-    "preact_resnet152": ("preact_resnet", IMAGENET,
-                         ResNetConfig("bottleneck", (3, 8, 36, 3), preact=True)),
-    "preact_resnet200": ("preact_resnet", IMAGENET,
-                         ResNetConfig("bottleneck", (3, 24, 36, 3), preact=True)),
+    "preact_resnet18": Variant("preact_resnet", IMAGENET,
+                               ResNetConfig("basic", (2, 2, 2, 2), preact=True)),
+    "preact_resnet34": Variant("preact_resnet", IMAGENET,
+                               ResNetConfig("basic", (3, 4, 6, 3), preact=True)),
+    "preact_resnet50": Variant("preact_resnet", IMAGENET,
+                               ResNetConfig("bottleneck", (3, 4, 6, 3), preact=True)),
+    "preact_resnet101": Variant("preact_resnet", IMAGENET,
+                                ResNetConfig("bottleneck", (3, 4, 23, 3), preact=True)),
+    "preact_resnet152": Variant("preact_resnet", IMAGENET,
+                                ResNetConfig("bottleneck", (3, 8, 36, 3), preact=True)),
+    "preact_resnet200": Variant("preact_resnet", IMAGENET,
+                                ResNetConfig("bottleneck", (3, 24, 36, 3), preact=True)),
     # CIFAR, He et al. 2015 section 4.2: 6n+2 layers, option A shortcuts.
-    **{f"resnet{6 * n + 2}": ("cifar_resnet", CIFAR, _cifar(n, shortcut="A"))
+    **{f"resnet{6 * n + 2}": Variant("cifar_resnet", CIFAR, _cifar(n, shortcut="A"))
        for n in (3, 5, 7, 9, 18, 200)},
-    **{f"plain{6 * n + 2}": ("cifar_plain", CIFAR, _cifar(n, shortcut="none"))
+    **{f"plain{6 * n + 2}": Variant("cifar_plain", CIFAR, _cifar(n, shortcut="none"))
        for n in (3, 5, 7, 9, 18)},
     # CIFAR pre-activation, He et al. 2016: 110 (basic), 164 and 1001 (bottleneck, 9n+2).
-    "preact_resnet110": ("cifar_preact_resnet", CIFAR, _cifar(18, preact=True, shortcut="B")),
-    "preact_resnet164": ("cifar_preact_resnet", CIFAR,
-                         _cifar(18, "bottleneck", preact=True, shortcut="B")),
-    "preact_resnet1001": ("cifar_preact_resnet", CIFAR,
-                          _cifar(111, "bottleneck", preact=True, shortcut="B")),
+    "preact_resnet110": Variant("cifar_preact_resnet", CIFAR,
+                                _cifar(18, preact=True, shortcut="B")),
+    "preact_resnet164": Variant("cifar_preact_resnet", CIFAR,
+                                _cifar(18, "bottleneck", preact=True, shortcut="B")),
+    "preact_resnet1001": Variant("cifar_preact_resnet", CIFAR,
+                                 _cifar(111, "bottleneck", preact=True, shortcut="B")),
 }
 # fmt: on
 
 
-for _name, (_family, _input, _cfg) in RESNET_VARIANTS.items():
-    register_config_model(_name, ResNet, _cfg, family=_family, input_size=_input, depth=_cfg.depth)
+register_variants(RESNET_VARIANTS, ResNet, depth=lambda cfg: cfg.depth)

@@ -28,7 +28,7 @@ from skiplab.config import Config, check_bool, choice
 from skiplab.models._base import FeatureInfo, SkipNet, check_positive_int
 from skiplab.models.backbones import create_backbone, nearest_sizes
 from skiplab.models.unet_parts import UPSAMPLING, UNetDecoder, UNetEncoder
-from skiplab.registry import register_config_model
+from skiplab.models.variants import Variant, register_variants
 
 
 # -- size arithmetic ------------------------------------------------------------------------------
@@ -270,31 +270,22 @@ class UNet(SkipNet):
 # segmentation_models_pytorch's Unet decoder widths for a stride-32 backbone.
 SMP_DECODER = (256, 128, 64, 32, 16)
 
-# name: (default input, paper depth in conv layers or None, config)
-UNET_VARIANTS: dict[str, tuple[tuple[int, int, int], int | None, UNetConfig]] = {
+# name: Variant(family, default input, config, depth in conv layers as the paper counts them)
+# fmt: off
+UNET_VARIANTS: dict[str, Variant] = {
     # Ronneberger et al. 2015, Fig. 1: unpadded, no normalisation, 572 -> 388.
-    "unet_original": ((1, 572, 572), 23, UNetConfig(padding=False, batch_norm=False)),
+    "unet_original": Variant("unet", (1, 572, 572), UNetConfig(padding=False, batch_norm=False),
+                             depth=23, task="segmentation"),
     # Padded ("same") with BatchNorm: output at input size; ISBI 2012 tiles are 512x512.
-    "unet": ((1, 512, 512), 23, UNetConfig()),
+    "unet": Variant("unet", (1, 512, 512), UNetConfig(), depth=23, task="segmentation"),
     # Backbone encoders, decoder of segmentation_models_pytorch's Unet (bilinear upsampling).
-    **{
-        f"unet_{bb}": (
-            (1, 512, 512),
-            None,
-            UNetConfig(
-                encoder=bb,
-                base_width=None,
-                depth=None,
-                decoder_channels=SMP_DECODER,
-                upsample="bilinear",
-            ),
-        )
-        for bb in ("resnet18", "resnet34")
-    },
+    **{f"unet_{bb}": Variant("unet", (1, 512, 512),
+                             UNetConfig(encoder=bb, base_width=None, depth=None,
+                                        decoder_channels=SMP_DECODER, upsample="bilinear"),
+                             task="segmentation")
+       for bb in ("resnet18", "resnet34")},
 }
+# fmt: on
 
 
-for _name, (_input, _depth, _cfg) in UNET_VARIANTS.items():
-    register_config_model(
-        _name, UNet, _cfg, family="unet", input_size=_input, depth=_depth, task="segmentation"
-    )
+register_variants(UNET_VARIANTS, UNet)
