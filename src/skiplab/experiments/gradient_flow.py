@@ -340,7 +340,11 @@ class GradientFlow(Experiment):
                 ax.set_title(kind)
                 ax.set_xlabel("block position (0 = first)")
                 ax.grid(alpha=0.3, which="both")
-                ax.legend(fontsize=8)
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=8)
+                else:  # e.g. no trained nets of this kind (the degradation nets are plain/residual)
+                    ax.text(0.5, 0.5, f"not measured {WHEN[when]}", ha="center", va="center",
+                            transform=ax.transAxes, color="tab:gray")  # fmt: skip
             axes[0].set_ylabel("||dL/dx|| at block input")
             stem = f"block_gradients_{when}"
             save_figure(fig, folder, stem)

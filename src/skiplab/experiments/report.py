@@ -68,8 +68,9 @@ _BUDGET_STATEMENTS = {
     ),
     "standard": (
         "**What this report can show.** This is the *standard* budget: real data at the sizes "
-        "and schedules that fit about an hour per experiment on two CPU cores, so shorter than "
-        "the papers' (every deviation is listed in its experiment's section). A verdict is "
+        "and schedules that fit about 90 minutes per experiment on two CPU cores (three "
+        "seeds), so shorter than the papers' (every deviation is listed in its experiment's "
+        "section). A verdict is "
         "decided only from three or more seeds, by the 95% Student-t interval of the mean "
         "margin, and only when every net it rests on passed its guard."
     ),
