@@ -197,15 +197,22 @@ class SkipNet(nn.Module):
 
     def run_block(self, block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
         """Apply ``block``, through activation checkpointing when it is switched on."""
-        if self.grad_checkpointing and torch.is_grad_enabled() and self.training:
-            return checkpointed(block, *inputs)
-        return block(*inputs)
+        return maybe_checkpointed(block, *inputs, enabled=self.grad_checkpointing and self.training)
 
 
 def is_fx_proxy(*xs) -> bool:
     """True when any of ``xs`` is a ``torch.fx.Proxy``: the model is being symbolically traced,
     and its input checks (which need concrete shapes) must not run."""
     return any(isinstance(x, torch.fx.Proxy) for x in xs)
+
+
+def maybe_checkpointed(block: nn.Module, *inputs, enabled: bool) -> torch.Tensor:
+    """``block(*inputs)``, recomputed in backward (:func:`checkpointed`) when ``enabled`` (the
+    caller's switch and training mode) and autograd is on; the one place that decides it for
+    every container that checkpoints its blocks."""
+    if enabled and torch.is_grad_enabled():
+        return checkpointed(block, *inputs)
+    return block(*inputs)
 
 
 def checkpointed(block: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:

@@ -44,8 +44,8 @@ from skiplab.models._base import (
     FeatureInfo,
     SkipNet,
     check_positive_int,
-    checkpointed,
     frozen_bn_stats,
+    maybe_checkpointed,
 )
 from skiplab.models.variants import Variant, register_variants
 
@@ -172,11 +172,8 @@ class DenseBlock(nn.ModuleDict):
         for layer in self.values():
             # A new tuple per layer, never a list grown in place: checkpointing recomputes a
             # layer in backward from the very maps it saw in forward.
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                new = checkpointed(layer, features)
-            else:
-                new = layer(features)
-            features = (*features, new)
+            enabled = self.grad_checkpointing and self.training
+            features = (*features, maybe_checkpointed(layer, features, enabled=enabled))
         # The dense connections: the block's output is [x_0, x_1, ..., x_n] (paper eq. 2).
         return torch.cat(features if self.dense else _only_last(features), 1)
 

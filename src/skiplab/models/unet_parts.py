@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from skiplab.models._base import FeatureInfo, SkipNet, check_choice, checkpointed
+from skiplab.models._base import FeatureInfo, SkipNet, check_choice, maybe_checkpointed
 
 UPSAMPLING = ("transpose", "bilinear")
 
@@ -143,10 +143,10 @@ class UNetDecoder(nn.Module):
             raise ValueError(f"decoder expects {self.num_features} features; got {len(features)}")
         x = features[-1]
         skips = list(features[:-1])[::-1]
-        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        recompute = self.grad_checkpointing and self.training
         for j, block in enumerate(self.blocks):
             skip = skips[j] if block.skip_channels else None
-            x = checkpointed(block, x, skip) if recompute else block(x, skip)
+            x = maybe_checkpointed(block, x, skip, enabled=recompute)
         return x
 
 
