@@ -50,6 +50,7 @@ class SegBudget:
     unet_args: dict
     crop_size: int | None
     fpn_args: dict = field(default_factory=dict)
+    eval_every: int = 1  # epochs between evaluations of the held-out images (0: at the end)
 
 
 BUDGETS = {
@@ -65,7 +66,20 @@ BUDGETS = {
         None,
         {"pyramid_channels": 64, "segmentation_channels": 32},
     ),
-    "standard": SegBudget(40, 8, 0.05, None, None, {"base_width": 32}, 256),
+    # ISBI 2012 (25 training slices, 5 held out), sized to about 25 minutes per experiment on
+    # two CPU cores (docs/results/calibration.md): a quarter-width U-Net (base 16) and a
+    # half-width FPN (d = 128, head 64), 50 epochs of one 256x256 crop per slice.
+    "standard": SegBudget(
+        50,
+        4,
+        0.05,
+        None,
+        None,
+        {"base_width": 16},
+        256,
+        {"pyramid_channels": 128, "segmentation_channels": 64},
+        10,
+    ),
     "paper": SegBudget(100, 4, 0.05, None, None, {}, 256),
 }
 
@@ -285,6 +299,7 @@ class _SegmentationAblation(Experiment):
                         "recipe": "cosine",
                         "loss": "ce+dice",
                         "crop_size": budget.crop_size,
+                        "eval_every": budget.eval_every,
                         "warmup": "none",
                     }
                 )
