@@ -271,6 +271,41 @@ def _as_paper(kind, depth, seed):
     return 0.5 + (0.02 if depth == 100 else 0.0) + 0.01 * seed * (depth == 100)
 
 
+def test_highway_kinds_are_matched_in_parameters_per_layer_as_the_paper():
+    """Srivastava et al. section 3.1: 50 highway blocks against 71 plain units, about 5,000
+    parameters per layer; residual adds one SkipInit scalar."""
+    from skiplab.experiments.highway_vs_residual import MATCHED_WIDTHS, parameter_counts
+
+    params = parameter_counts((10, 100), MATCHED_WIDTHS, (3, 32, 32), 10)
+    assert params["highway"]["per_layer"] == 2 * (50 * 50 + 50) == 5100
+    assert params["plain"]["per_layer"] == 71 * 71 + 71 == 5112
+    assert params["residual"]["per_layer"] == 5113
+    # The totals grow by those amounts per layer.
+    for kind in params:
+        t = params[kind]["total"]
+        assert t["100"] - t["10"] == 90 * params[kind]["per_layer"]
+
+
+def test_highway_lr_search_keeps_the_lowest_loss_and_refuses_its_seed_being_judged():
+    from skiplab.experiments import highway_vs_residual as hw
+    from skiplab.experiments.base import Settings
+
+    search = [
+        {"kind": "plain", "depth": 10, "lr": 0.01, "train_loss": 1.5},
+        {"kind": "plain", "depth": 10, "lr": 0.03, "train_loss": 1.2},
+        {"kind": "plain", "depth": 10, "lr": 0.1, "train_loss": math.inf},  # diverged
+        {"kind": "plain", "depth": 20, "lr": 0.01, "train_loss": 1.0},
+        {"kind": "plain", "depth": 20, "lr": 0.03, "train_loss": 1.0},  # a tie: the smaller lr
+    ]
+    assert hw.choose_lr(search, "plain", 10) == 0.03
+    assert hw.choose_lr(search, "plain", 20) == 0.01
+    with pytest.raises(ValueError, match="no search run of highway-10"):
+        hw.choose_lr(search, "highway", 10)
+    settings = Settings(out_dir="unused", budget="standard", seeds=(0, hw.SEARCH_SEED))
+    with pytest.raises(ValueError, match="seed 1000 is the learning-rate search's own seed"):
+        hw.HighwayVsResidual().run(settings, None)
+
+
 def test_highway_claims_hold_on_the_papers_picture():
     from skiplab.experiments.highway_vs_residual import HighwayVsResidual
 

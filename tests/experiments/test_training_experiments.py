@@ -66,7 +66,9 @@ def run_dir(tmp_path_factory):
     patch.setitem(
         highway_vs_residual.BUDGETS,
         "quick",
-        highway_vs_residual.HighwayBudget((2, 4), 8, 1, 16, 0.05, TINY_DATA),
+        highway_vs_residual.HighwayBudget(
+            (2, 4), {"plain": 8, "residual": 8, "highway": 8}, 1, 16, (0.05, 0.1), TINY_DATA
+        ),
     )
     run_one(highway_vs_residual.HighwayVsResidual(), settings)
     patch.setitem(
@@ -359,8 +361,20 @@ def test_highway_vs_residual_records_losses_gates_and_lesions(run_dir):
     assert params["residual"]["per_layer"] == params["plain"]["per_layer"] + 1  # SkipInit scalar
     verdicts = highway_vs_residual.HighwayVsResidual().verdicts(results)
     assert len(verdicts) == 3 and {v.status for v in verdicts} == {"INCONCLUSIVE"}  # one seed
+    # The search: every kind and depth at both lrs on its own seed; each judged net at the lr
+    # whose search run ended lowest.
+    search = results["lr_search"]
+    assert sorted((r["kind"], r["depth"], r["lr"]) for r in search) == sorted(
+        (k, d, lr) for k in ("plain", "residual", "highway") for d in (2, 4) for lr in (0.05, 0.1)
+    )
+    assert results["search_seed"] == highway_vs_residual.SEARCH_SEED
+    for r in results["runs"]:
+        rows = [s for s in search if s["kind"] == r["kind"] and s["depth"] == r["depth"]]
+        assert r["lr"] == min(rows, key=lambda s: s["train_loss"])["lr"]
+        assert results["chosen_lr"][r["kind"]][str(r["depth"])] == r["lr"]
     report = build_report(run_dir, [highway_vs_residual.HighwayVsResidual()]).read_text()
-    assert "one lr 0.05 for every kind and depth" in report
+    assert "the lr searched over 0.05, 0.1 for every kind and depth" in report
+    assert "Learning-rate search (seed 1000" in report and report.count("**") >= 12
     assert (run_dir / "highway-vs-residual" / "highway_depth.png").stat().st_size > 1000
 
 

@@ -6,8 +6,10 @@ while highway nets of 10 to 100 layers reach similar training losses; Fig. 2: th
 transform gate per layer after training; Fig. 4: lesioning a layer (closing its gate). He et
 al. 2015 (section 3.1) argue that a deeper net whose added layers can be identities should
 train no worse than its shallower counterpart, which ungated identity skips provide. Here
-``plain_mlp``, ``residual_mlp`` and ``highway_mlp`` of equal width train on flattened images
-for the same number of steps, once per seed.
+``plain_mlp``, ``residual_mlp`` and ``highway_mlp``, matched in parameters per layer as in the
+paper (71 plain or residual units against 50 highway blocks), train on flattened images for the
+same number of steps, once per seed, each kind and depth at the learning rate that a search of
+the same size for every kind chose on a seed of its own.
 
 Each claim compares, within a seed, the final training loss (mean over the last epoch) of the
 deepest net of a kind with its shallowest. A run whose loss becomes non-finite is recorded as
@@ -95,29 +97,54 @@ def kind_args(kind: str, depth: int) -> dict:
     return {}
 
 
+# Widths matched in parameters per layer as in Srivastava et al. 2015, section 3.1: 50 highway
+# blocks (two 50x50 maps, H and T: 5,100 parameters) against 71 plain units (5,112).
+MATCHED_WIDTHS = {"plain": 71, "residual": 71, "highway": 50}
+# The learning-rate search runs on its own seed, never one of the seeds that are judged, so that
+# the runs that choose the lr are not the runs that measure the claim.
+SEARCH_SEED = 1000
+
+
 @dataclass(frozen=True)
 class HighwayBudget:
     depths: tuple[int, ...]
-    width: int
+    widths: dict[str, int]  # per kind
     epochs: int
     batch_size: int
-    lr: float
+    lrs: tuple[float, ...]  # the search, the same for every kind and depth (one lr: no search)
     data: DataPlan
 
 
 BUDGETS = {
-    # One lr for every kind and depth (declared as a deviation: the paper searched it per
-    # net). At 0.05 the 20- and 50-layer highway and the 50- and 100-layer residual MLPs
-    # diverged within 200 steps (quick budget, measured). quick: 8 epochs so that the demo fits
-    # its time (docs/results/calibration.md).
-    "quick": HighwayBudget((10, 20, 50, 100), 50, 8, 64, 0.01, DataPlan(2000, 500, 16)),
-    "standard": HighwayBudget((10, 20, 50, 100), 50, 20, 128, 0.01, DataPlan()),
-    "paper": HighwayBudget((10, 20, 50, 100), 50, 100, 128, 0.01, DataPlan()),
+    # At lr 0.05 the 20- and 50-layer highway and the 50- and 100-layer residual MLPs diverged
+    # within 200 steps (quick budget, measured). quick: one lr, no search, 8 epochs so that the
+    # demo fits its time (docs/results/calibration.md).
+    "quick": HighwayBudget(
+        (10, 20, 50, 100), MATCHED_WIDTHS, 8, 64, (0.01,), DataPlan(2000, 500, 16)
+    ),
+    # All 50,000 CIFAR-10 images at 32x32, flattened; a search of three lrs (a factor of about 3
+    # apart around the quick budget's 0.01) per kind and depth, sized to about 25 minutes on two
+    # CPU cores with the three judged seeds (docs/results/calibration.md).
+    "standard": HighwayBudget(
+        (10, 20, 50, 100), MATCHED_WIDTHS, 4, 128, (0.003, 0.01, 0.03), DataPlan()
+    ),
+    "paper": HighwayBudget(
+        (10, 20, 50, 100), MATCHED_WIDTHS, 100, 128, (0.001, 0.003, 0.01, 0.03, 0.1), DataPlan()
+    ),
 }
 
 
+def choose_lr(search: list[dict], kind: str, depth: int) -> float:
+    """The lr of the search run of ``kind`` and ``depth`` with the lowest final training loss (a
+    diverged run counts as an infinite loss; ties go to the smaller lr)."""
+    rows = [r for r in search if r["kind"] == kind and r["depth"] == depth]
+    if not rows:
+        raise ValueError(f"no search run of {kind}-{depth}")
+    return min(rows, key=lambda r: (r["train_loss"], r["lr"]))["lr"]
+
+
 def parameter_counts(
-    depths: tuple[int, ...], width: int, input_size: tuple, classes: int
+    depths: tuple[int, ...], widths: dict[str, int], input_size: tuple, classes: int
 ) -> dict[str, dict]:
     """Per kind: parameters of one skip layer and of the whole net at each depth."""
     out = {}
@@ -127,7 +154,7 @@ def parameter_counts(
                 d: create_model(
                     model,
                     depth=d,
-                    width=width,
+                    width=widths[kind],
                     input_size=input_size,
                     num_classes=classes,
                     **kind_args(kind, d),
@@ -149,36 +176,73 @@ class HighwayVsResidual(Experiment):
 
     def run(self, settings: Settings, folder: Path) -> dict:
         budget = BUDGETS[settings.budget]
+        if len(budget.lrs) > 1 and SEARCH_SEED in settings.seeds:
+            raise ValueError(
+                f"seed {SEARCH_SEED} is the learning-rate search's own seed; judge other seeds "
+                f"(got {list(settings.seeds)})"
+            )
         train, test = classification_data(settings, budget.data)
         input_size = tuple(train.images.shape[1:])
+
+        def spec(kind: str, depth: int, seed: int, lr: float, name: str) -> dict:
+            return {
+                "run_dir": settings.out_dir,
+                "name": name,
+                "settings": settings,
+                "model": KINDS[kind],
+                "model_args": {
+                    "depth": depth,
+                    "width": budget.widths[kind],
+                    "input_size": input_size,
+                    "num_classes": len(train.classes),
+                    **kind_args(kind, depth),
+                },
+                "train_data": train,
+                "val_data": test,
+                "seed": seed,
+                "epochs": budget.epochs,
+                "batch_size": budget.batch_size,
+                "lr": lr,
+                "warmup": "none",
+                "augment": False,
+            }
+
+        nets = [(kind, depth) for kind in KINDS for depth in budget.depths]
+        # 1. The learning-rate search: every kind and depth at every lr of the budget, on the
+        #    search seed; the lr with the lowest final training loss is kept per kind and depth.
+        search = []
+        if len(budget.lrs) > 1:
+            keys, specs = [], []
+            for kind, depth in nets:
+                for lr in budget.lrs:
+                    keys.append({"kind": kind, "depth": depth, "lr": lr})
+                    name = f"{KINDS[kind]}{depth}-lr{lr:g}-search-{settings.budget}"
+                    specs.append(spec(kind, depth, SEARCH_SEED, lr, name))
+            outcomes = train_runs(settings, specs, tolerate=(NonFiniteLoss,))
+            for row, outcome in zip(keys, outcomes, strict=True):
+                failed = isinstance(outcome, NonFiniteLoss)
+                row.update(
+                    diverged=str(outcome) if failed else None,
+                    train_loss=math.inf if failed else outcome.final["train_loss"],
+                )
+                search.append(row)
+        chosen = {
+            kind: {
+                str(depth): choose_lr(search, kind, depth) if search else budget.lrs[0]
+                for depth in budget.depths
+            }
+            for kind in KINDS
+        }
+        # 2. The judged runs: every kind and depth at its chosen lr, once per seed.
         keys, specs = [], []
         for seed in settings.seeds:
-            for kind, model in KINDS.items():
-                for depth in budget.depths:
-                    keys.append({"kind": kind, "depth": depth, "seed": seed})
-                    specs.append(
-                        {
-                            "run_dir": settings.out_dir,
-                            "name": f"{model}{depth}-{settings.budget}-seed{seed}",
-                            "settings": settings,
-                            "model": model,
-                            "model_args": {
-                                "depth": depth,
-                                "width": budget.width,
-                                "input_size": input_size,
-                                "num_classes": len(train.classes),
-                                **kind_args(kind, depth),
-                            },
-                            "train_data": train,
-                            "val_data": test,
-                            "seed": seed,
-                            "epochs": budget.epochs,
-                            "batch_size": budget.batch_size,
-                            "lr": budget.lr,
-                            "warmup": "none",
-                            "augment": False,
-                        }
-                    )
+            for kind, depth in nets:
+                lr = chosen[kind][str(depth)]
+                keys.append({"kind": kind, "depth": depth, "seed": seed, "lr": lr})
+                name = f"{KINDS[kind]}{depth}-{settings.budget}-seed{seed}"
+                if search:
+                    name = f"{KINDS[kind]}{depth}-lr{lr:g}-{settings.budget}-seed{seed}"
+                specs.append(spec(kind, depth, seed, lr, name))
         outcomes = train_runs(settings, specs, tolerate=(NonFiniteLoss,))
         runs = []
         for row, outcome in zip(keys, outcomes, strict=True):
@@ -199,12 +263,17 @@ class HighwayVsResidual(Experiment):
             "chance_loss": math.log(len(train.classes)),
             "data": train.source,
             "depths": list(budget.depths),
-            "width": budget.width,
+            "widths": dict(budget.widths),
             "epochs": budget.epochs,
             "batch_size": budget.batch_size,
-            "lr": budget.lr,
+            "lrs": list(budget.lrs),
+            "search_seed": SEARCH_SEED if search else None,
+            "lr_search": search,
+            "chosen_lr": chosen,
             "gate_bias": {str(d): kind_args("highway", d)["gate_bias"] for d in budget.depths},
-            "params": parameter_counts(budget.depths, budget.width, input_size, len(train.classes)),
+            "params": parameter_counts(
+                budget.depths, budget.widths, input_size, len(train.classes)
+            ),
             "runs": runs,
         }
 
@@ -337,14 +406,8 @@ class HighwayVsResidual(Experiment):
             f"data: {md_text(results['data'])}, flattened (paper: MNIST, section 3.1)",
             f"depths: {depths} skip layers after a first fully connected layer (paper: 10, 20, "
             "50 and 100 layers in all, the first of them plain)",
-            f"parameter matching: every kind has width {results['width']}, so the layers differ "
-            f"in parameters: per layer {per_layer} (paper: 50 highway blocks against 71 plain "
-            "units, about 5,000 parameters per layer for both)",
-            f"hyperparameters: one lr {results['lr']} for every kind and depth, SGD with "
-            "momentum 0.9 and weight decay 1e-4, lr divided by 10 at 50% and 75% of the run, "
-            f"{results['epochs']} epochs of batch {results['batch_size']}, ReLU, no warm-up, no "
-            "augmentation (paper: a random search of 100 runs per configuration over learning "
-            "rate, momentum, decay and activation; Fig. 1 shows the best run of each)",
+            _matching_line(results, per_layer),
+            _hyperparameter_line(results),
             f"highway gate bias b_T = -ln(depth - 1): {biases} (paper: part of the search, "
             "between -1 and -10)",
             "residual layers only: each branch is scaled by a learned scalar started at 0 "
@@ -383,7 +446,68 @@ class HighwayVsResidual(Experiment):
         for kind in KINDS:
             totals = " | ".join(f"{params[kind]['total'][str(d)]:,}" for d in results["depths"])
             lines.append(f"| {kind} | {params[kind]['per_layer']:,} | {totals} |")
+        if results.get("lr_search"):
+            lrs = results["lrs"]
+            lines += [
+                "",
+                f"Learning-rate search (seed {results['search_seed']}, not a judged seed): final "
+                "training loss of every kind and depth at every lr; the chosen lr in bold.",
+                "",
+                "| net | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
+                "| --- |" + " --- |" * len(lrs),
+            ]
+            for kind in KINDS:
+                for d in results["depths"]:
+                    cells = []
+                    for lr in lrs:
+                        (row,) = [
+                            r
+                            for r in results["lr_search"]
+                            if r["kind"] == kind and r["depth"] == d and r["lr"] == lr
+                        ]
+                        text = "diverged" if row["diverged"] else f"{row['train_loss']:.3f}"
+                        chosen = results["chosen_lr"][kind][str(d)] == lr
+                        cells.append(f"**{text}**" if chosen else text)
+                    lines.append(f"| {kind}-{d} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+def _matching_line(results: dict, per_layer: str) -> str:
+    if "widths" not in results:  # results from before the kinds were matched in parameters
+        return (
+            f"parameter matching: every kind has width {results['width']}, so the layers "
+            f"differ in parameters: per layer {per_layer} (paper: 50 highway blocks against 71 "
+            "plain units, about 5,000 parameters per layer for both)"
+        )
+    widths = ", ".join(f"{k} {w}" for k, w in results["widths"].items())
+    return (
+        f"parameter matching: widths {widths}, so that the layers match in parameters: per "
+        f"layer {per_layer} (as the paper: 50 highway blocks against 71 plain units)"
+    )
+
+
+def _hyperparameter_line(results: dict) -> str:
+    schedule = (
+        "SGD with momentum 0.9 and weight decay 1e-4, lr divided by 10 at 50% and 75% of the "
+        f"run, {results['epochs']} epochs of batch {results['batch_size']}, ReLU, no warm-up, "
+        "no augmentation"
+    )
+    paper = (
+        "(paper: a random search of 100 runs per configuration over learning rate, momentum, "
+        "decay and activation; Fig. 1 shows the best run of each)"
+    )
+    lrs = results.get("lrs", [results.get("lr")])
+    if len(lrs) == 1:
+        return f"hyperparameters: one lr {lrs[0]} for every kind and depth, {schedule} {paper}"
+    chosen = "; ".join(
+        f"{kind} " + ", ".join(f"{lr:g} at {d}" for d, lr in by_depth.items())
+        for kind, by_depth in results["chosen_lr"].items()
+    )
+    return (
+        f"hyperparameters: the lr searched over {', '.join(f'{v:g}' for v in lrs)} for every "
+        f"kind and depth on a seed of its own ({results['search_seed']}), the lowest final "
+        f"training loss kept (chosen: {chosen}); {schedule} {paper}"
+    )
 
 
 def _fmt(values: list[float]) -> str:
