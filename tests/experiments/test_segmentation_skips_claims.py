@@ -217,6 +217,27 @@ def test_section_deviations_and_figures_show_a_failed_net(tmp_path):
     assert any("ResNet-50 pretrained on ImageNet" in d for d in fpn)
 
 
+def test_section_reports_the_boundary_f_score_and_a_dash_for_older_results():
+    exp = UNetSkips()
+    old = unet_results(True)  # results from before boundary_f1: no key, no tolerance
+    section = exp.section(old, [], exp.verdicts(old))
+    assert "| Rand error | boundary F1 |" in section
+    assert "at a tolerance of 2 pixels" in section and "not a claim" in section
+    rows = [line for line in section.splitlines() if line.startswith("| with skips |")]
+    assert rows[0].split(" | ")[5] == "—"
+    new = unet_results(True)
+    new["boundary_tolerance"] = 3
+    for r in new["runs"]:
+        r["metrics"]["boundary_f1"] = 0.7 + 0.1 * r["seed"] if r["variant"] == "with skips" else 0.5
+    section = exp.section(new, [], exp.verdicts(new))
+    assert "at a tolerance of 3 pixels" in section
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in section.splitlines()}
+    assert rows["| with skips"][5] == "0.8000 ± 0.1000"
+    assert rows["| no skips"][5] == "0.5000 ± 0.0000"
+    # No new verdict: the claims stay the two fixed before the runs.
+    assert len(exp.verdicts(new)) == 2
+
+
 def test_every_net_is_trained_once_per_seed(tmp_path, monkeypatch):
     from skiplab.experiments import segmentation_skips
     from skiplab.experiments.base import Settings, load_results, run_one
@@ -239,6 +260,8 @@ def test_every_net_is_trained_once_per_seed(tmp_path, monkeypatch):
     assert a["metrics"] != b["metrics"]  # two seeds, two different nets
     for v in UNetSkips().verdicts(results):
         assert v.n == 2 and v.status == INCONCLUSIVE and len(v.guards) == 4
+    assert results["boundary_tolerance"] == 2
+    assert all(0 <= r["metrics"]["boundary_f1"] <= 1 for r in results["runs"])
 
 
 def test_results_without_per_seed_runs_are_refused_clearly():

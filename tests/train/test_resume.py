@@ -149,7 +149,7 @@ def test_segmentation_with_a_plain_module(tmp_path):
     )
     train, val = tiny_segmentation(8), tiny_segmentation(4, seed=1)
     result = Trainer(cfg, model=net, train_data=train, val_data=val).fit()
-    assert set(result.metrics) == {"loss", "error", "iou", "dice", "rand_error"}
+    assert set(result.metrics) == {"loss", "error", "iou", "dice", "boundary_f1", "rand_error"}
     assert result.metrics["error"] < 0.2  # bright squares: an easy task
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert header == (

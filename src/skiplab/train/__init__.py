@@ -21,7 +21,7 @@ from skiplab.train.checkpoint import (
 from skiplab.train.config import RECIPES, TrainConfig, read_config_file, resolve_config
 from skiplab.train.evaluate import evaluate, load_run
 from skiplab.train.losses import Loss, dice_loss
-from skiplab.train.metrics import connected_components, rand_error
+from skiplab.train.metrics import boundary_f1, connected_components, rand_error
 from skiplab.train.schedule import LRSchedule
 from skiplab.train.trainer import FitResult, NonFiniteLoss, NonFiniteWeights, Trainer
 
@@ -36,6 +36,7 @@ __all__ = [
     "NonFiniteWeights",
     "TrainConfig",
     "Trainer",
+    "boundary_f1",
     "connected_components",
     "dice_loss",
     "evaluate",

@@ -56,8 +56,9 @@ def evaluate(
 
     Returns:
         Classification: ``loss``, ``error`` (top-1), ``top5_error``. Segmentation: ``loss``,
-        ``error`` (pixel error), ``iou`` and ``dice`` (means over classes) and, for two
-        classes, ``rand_error`` (see :mod:`skiplab.train.metrics`). Errors are fractions.
+        ``error`` (pixel error), ``iou`` and ``dice`` (means over classes), ``boundary_f1``
+        (the boundary F-score at 2 pixels, mean over images) and, for two classes,
+        ``rand_error`` (see :mod:`skiplab.train.metrics`). Errors are fractions.
     """
     device = torch.device(device)
     loader = DeviceLoader(data, batch_size, train=False, device=device)

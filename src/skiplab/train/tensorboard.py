@@ -30,7 +30,8 @@ class TensorBoardLogger:
     """Writes every number of each metrics row as a scalar at the row's step (rank 0 only).
 
     Tags: ``train/loss``, ``train/error``, ``val/loss``, ``val/error`` (and ``val/top5_error``
-    or ``val/iou``, ``val/dice``, ``val/rand_error``), ``lr``, ``epoch``, ``seconds``.
+    or ``val/iou``, ``val/dice``, ``val/boundary_f1``, ``val/rand_error``), ``lr``, ``epoch``,
+    ``seconds``.
 
     Args:
         log_dir: Folder of the event files; default ``<run folder>/tensorboard``.
