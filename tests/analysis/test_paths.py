@@ -168,6 +168,10 @@ def test_subset_sampling_is_seeded():
     [
         ("resnet20", {}),  # post-activation: ReLU after the addition; option A shortcuts
         ("preact_resnet110", {}),  # pre-activation; projections see BN-ReLU(x)
+        # He et al. 2016 shortcut variants: skip(x) is the whole shortcut term, e.g. (1-g)·x
+        ("resnet20", {"shortcut_variant": "exclusive_gating", "gate_bias": 0.0}),
+        ("resnet20", {"shortcut_variant": "constant"}),
+        ("preact_resnet110", {"shortcut_variant": "shortcut_gating", "gate_bias": 0.0}),
     ],
 )
 def test_path_gradients_sum_to_the_true_gradient(name, overrides):

@@ -104,9 +104,9 @@ def _branch_only(name: str, block: nn.Module) -> Callable[[torch.Tensor], torch.
     forward, skip = block.forward, block.skip
     calls = []
 
-    def detached_skip(*inputs: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return skip(*inputs).detach()
+    def detached_skip(*inputs: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        calls.append(1)  # kwargs: a gate the forward computed already (exclusive gating)
+        return skip(*inputs, **kwargs).detach()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         calls.clear()

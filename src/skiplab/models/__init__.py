@@ -17,6 +17,7 @@ from skiplab.models.resnet_blocks import (
     PadShortcut,
     PreActBasic,
     PreActBottleneck,
+    ShortcutOptions,
 )
 from skiplab.registry import get_model_entry, list_models, register_model
 
@@ -30,6 +31,7 @@ __all__ = [
     "PreActBottleneck",
     "ResNet",
     "ResNetConfig",
+    "ShortcutOptions",
     "SkipNet",
     "create_model",
     "get_model_entry",

@@ -73,7 +73,8 @@ class SkipUnit(Protocol):
     ``residual``: False for the plain control unit built from the same code (same layers and
     parameter names, no addition). ``skip(x)``: the shortcut path alone, what the unit computes
     when its branch is deleted (Veit et al. 2016 lesion; the identity, or the option A padding /
-    option B projection of He et al. 2015 where shapes change).
+    option B projection of He et al. 2015 where shapes change; with a shortcut variant of He et
+    al. 2016 the whole shortcut term, e.g. ``(1 - g(x))·x`` for exclusive gating).
     """
 
     residual: bool

@@ -26,7 +26,14 @@ from skiplab.models._base import (
     check_positive_int,
     checkpointed,
 )
-from skiplab.models.resnet_blocks import BLOCKS, SHORTCUTS, conv3x3, make_shortcut
+from skiplab.models.resnet_blocks import (
+    BLOCKS,
+    SHORTCUT_VARIANTS,
+    SHORTCUTS,
+    ShortcutOptions,
+    conv3x3,
+    make_shortcut,
+)
 from skiplab.models.variants import Variant, register_variants
 
 STEMS = ("imagenet", "cifar")
@@ -50,6 +57,17 @@ class ResNetConfig(Config):
         stride_in_1x1: Put a downsampling bottleneck's stride on the first 1x1 (Caffe models).
         zero_init_residual: Start every residual branch at zero (last BN gamma or last conv).
         drop_path_rate: Stochastic depth; rate rises linearly from 0 to this over the units.
+        shortcut_variant: How every unit weighs its shortcut h(x) (He et al. 2016, Fig. 2):
+            "identity" (default, ``h(x) + F(x)``), "constant", "exclusive_gating",
+            "shortcut_gating", "conv" (a 1x1 convolution shortcut on every unit, i.e. option C
+            whatever ``shortcut`` says) or "dropout"; see
+            :class:`~skiplab.models.resnet_blocks.ShortcutOptions`. Where shapes change, h(x)
+            is the ``shortcut`` option's padding or projection. Needs a shortcut
+            (not ``shortcut="none"``).
+        shortcut_scale: λ of "constant" (0.5).
+        scale_branch: "constant": scale the branch by 1 - λ (True) or not (False).
+        gate_bias: Initial gate bias b_g of the gated variants (-6).
+        shortcut_dropout: Dropout probability on the shortcut of "dropout" (0.5).
     """
 
     block: str = choice(REQUIRED, ("basic", "bottleneck"))
@@ -66,9 +84,20 @@ class ResNetConfig(Config):
     stride_in_1x1: bool = False
     zero_init_residual: bool = False
     drop_path_rate: float = 0.0
+    shortcut_variant: str = choice("identity", SHORTCUT_VARIANTS)
+    shortcut_scale: float = ShortcutOptions.shortcut_scale
+    scale_branch: bool = ShortcutOptions.scale_branch
+    gate_bias: float = ShortcutOptions.gate_bias
+    shortcut_dropout: float = ShortcutOptions.shortcut_dropout
 
     def __post_init__(self) -> None:
         self.check_choices()
+        _ = self.shortcut_options  # ShortcutOptions checks the variant's parameters
+        if self.shortcut == "none" and self.shortcut_variant != "identity":
+            raise ValueError(
+                f"shortcut_variant={self.shortcut_variant!r} varies the shortcut, and "
+                "shortcut='none' (plain net) has none; use shortcut='A', 'B' or 'C'"
+            )
         if len(self.layers) != len(self.widths) or not self.layers:
             raise ValueError(
                 f"layers and widths need one entry per stage; got {self.layers} and {self.widths}"
@@ -86,6 +115,17 @@ class ResNetConfig(Config):
         check_real("drop_path_rate", self.drop_path_rate, 0, 1, high_open=True)
         for flag in ("preact", "stride_in_1x1", "zero_init_residual"):
             check_bool(flag, getattr(self, flag))
+
+    @property
+    def shortcut_options(self) -> ShortcutOptions:
+        """The shortcut variant and its parameters, as every unit takes them."""
+        return ShortcutOptions(
+            self.shortcut_variant,
+            self.shortcut_scale,
+            self.scale_branch,
+            self.gate_bias,
+            self.shortcut_dropout,
+        )
 
     @property
     def depth(self) -> int:
@@ -141,6 +181,8 @@ class ResNet(SkipNet):
             else {}
         )
         # Stages. Stochastic depth rises linearly over all units (Huang et al. 2016).
+        # He et al. 2016 shortcut variants: "conv" is a projection on every unit (option C).
+        shortcut_kind = "C" if cfg.shortcut_variant == "conv" else cfg.shortcut
         total_units = sum(cfg.layers)
         unit_index = 0
         inplanes = cfg.stem_width
@@ -160,12 +202,13 @@ class ResNet(SkipNet):
                         planes,
                         s,
                         make_shortcut(
-                            cfg.shortcut, inplanes, out_ch, s, None if cfg.preact else norm
+                            shortcut_kind, inplanes, out_ch, s, None if cfg.preact else norm
                         ),
                         norm_layer=norm,
                         residual=cfg.shortcut != "none",
                         drop_path=rate,
                         **bottleneck_args,
+                        shortcut_options=cfg.shortcut_options,
                     )
                 )
                 inplanes = out_ch

@@ -15,17 +15,47 @@ names. Each block writes its addition in its own ``forward``.
 Shortcut options (paper section 3.3): "A" identity, zero-padding + subsampling where shapes
 change (no parameters); "B" identity, projection where shapes change; "C" projection
 everywhere; "none" no addition (plain net).
+
+Shortcut variants (He et al. 2016, section 3.1, Fig. 2, Table 1), on top of the option above
+(h(x) below is the identity, or the option A/B/C shortcut where shapes change), set by
+:class:`ShortcutOptions`:
+
+- "identity": ``h(x) + F(x)`` (Fig. 2a; the default: nothing is added to the unit);
+- "constant": ``λ·h(x) + (1-λ)·F(x)``, or ``λ·h(x) + F(x)`` with ``scale_branch=False``
+  (Fig. 2b; λ = ``shortcut_scale``, 0.5 in the paper);
+- "exclusive_gating": ``(1-g(x))·h(x) + g(x)·F(x)``, ``g(x) = sigmoid(W_g x + b_g)`` a 1x1
+  convolution of the unit's input with its bias started at ``gate_bias`` (Fig. 2c);
+- "shortcut_gating": ``(1-g(x))·h(x) + F(x)``, the same gate on the shortcut only (Fig. 2d);
+- "conv": ``W_s x + F(x)``, a 1x1 convolution shortcut (+ BN) on every unit: option C (Fig. 2e);
+- "dropout": ``dropout(h(x)) + F(x)``, ``nn.Dropout(shortcut_dropout)`` on the shortcut
+  (Fig. 2f; p = 0.5 in the paper).
+
+``skip(x)`` is the whole shortcut term (``λ·h(x)``, ``(1-g(x))·h(x)``, ``dropout(h(x))``, ...),
+so that it stays what the unit computes when its residual branch is deleted.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skiplab.config import check_bool, check_choice, check_real
 from skiplab.models._base import DropPath
 
 SHORTCUTS = ("A", "B", "C", "none")
+SHORTCUT_VARIANTS = (
+    "identity",
+    "constant",
+    "exclusive_gating",
+    "shortcut_gating",
+    "conv",
+    "dropout",
+)
+GATED_VARIANTS = ("exclusive_gating", "shortcut_gating")
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -91,6 +121,66 @@ def make_shortcut(
     return nn.Sequential(conv1x1(in_ch, out_ch, stride), norm_layer(out_ch))
 
 
+# The variants each parameter of ShortcutOptions applies to.
+_APPLIES_TO = {
+    "shortcut_scale": ("constant",),
+    "scale_branch": ("constant",),
+    "gate_bias": GATED_VARIANTS,
+    "shortcut_dropout": ("dropout",),
+}
+
+
+@dataclass(frozen=True)
+class ShortcutOptions:
+    """How a unit combines its shortcut h(x) and its branch F(x) (He et al. 2016, Fig. 2).
+
+    The fields carry the names of the :class:`~skiplab.models.resnet.ResNetConfig` fields that
+    set them, and so do the errors.
+
+    Attributes:
+        shortcut_variant: One of ``SHORTCUT_VARIANTS`` (see the module docstring).
+        shortcut_scale: λ of "constant": the shortcut is ``λ·h(x)`` (paper: 0.5).
+        scale_branch: "constant" only: scale the branch by ``1 - λ`` (True, as Fig. 2b draws
+            it: "frozen gates") or leave it ``F(x)`` (False); Table 1 has a row for each.
+        gate_bias: Initial bias b_g of the gate's 1x1 convolution ("exclusive_gating",
+            "shortcut_gating"; Table 1 tries 0 and negative values). -6 starts ``g(x)`` near
+            sigmoid(-6) = 0.0025, so that the unit starts close to its shortcut.
+        shortcut_dropout: Dropout probability on the shortcut ("dropout"; paper: 0.5).
+            ``nn.Dropout``: kept values are scaled by 1/(1-p) in training, the identity in eval.
+
+    Raises:
+        ValueError: for an unknown variant or a value out of range, and for a parameter set
+            away from its default for a variant it does not apply to.
+    """
+
+    shortcut_variant: str = "identity"
+    shortcut_scale: float = 0.5
+    scale_branch: bool = True
+    gate_bias: float = -6.0
+    shortcut_dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_choice("shortcut_variant", self.shortcut_variant, SHORTCUT_VARIANTS)
+        check_bool("scale_branch", self.scale_branch)
+        if self.scale_branch:  # the branch's 1 - λ must stay positive
+            check_real("shortcut_scale", self.shortcut_scale, 0, 1, low_open=True, high_open=True)
+        else:
+            check_real("shortcut_scale", self.shortcut_scale, 0, low_open=True)
+        check_real("gate_bias", self.gate_bias)
+        if not math.isfinite(self.gate_bias):
+            raise ValueError(f"gate_bias must be a finite number; got {self.gate_bias!r}")
+        check_real("shortcut_dropout", self.shortcut_dropout, 0, 1, high_open=True)
+        for name, variants in _APPLIES_TO.items():
+            if self.shortcut_variant not in variants and getattr(self, name) != getattr(
+                ShortcutOptions, name
+            ):
+                raise ValueError(
+                    f"{name} applies to shortcut_variant in {list(variants)} only; got "
+                    f"{name}={getattr(self, name)!r} with "
+                    f"shortcut_variant={self.shortcut_variant!r}"
+                )
+
+
 class _ResidualUnit(nn.Module):
     """What every unit shares: the shortcut path, the addition switch and stochastic depth.
 
@@ -105,17 +195,90 @@ class _ResidualUnit(nn.Module):
 
     expansion = 1
 
-    def _setup_skip(self, downsample: nn.Module | None, residual: bool, drop_path: float) -> None:
+    def _setup_skip(
+        self,
+        downsample: nn.Module | None,
+        residual: bool,
+        drop_path: float,
+        options: ShortcutOptions | None = None,
+        *,
+        in_ch: int = 0,
+        out_ch: int = 0,
+        stride: int = 1,
+    ) -> None:
+        """Set the shortcut up; ``in_ch``, ``out_ch`` and ``stride`` size a variant's gate."""
         if not residual and downsample is not None:
             raise ValueError("a block without residual addition cannot have a downsample shortcut")
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        options = options or ShortcutOptions()
+        if not isinstance(options, ShortcutOptions):
+            raise ValueError(
+                f"shortcut_options must be a ShortcutOptions; got {type(options).__name__}"
+            )
+        self.shortcut_variant = variant = options.shortcut_variant
+        if variant == "identity":
+            return  # nothing added: the state_dict and forward of He et al. 2015 / torchvision
+        name = type(self).__name__
+        if not residual:
+            raise ValueError(
+                f"{name}: shortcut_variant={variant!r} needs the residual addition; "
+                "a unit with residual=False (plain net) has no shortcut to vary"
+            )
+        if variant == "conv" and not any(True for _ in (downsample or nn.Identity()).parameters()):
+            raise ValueError(
+                f"{name}: shortcut_variant='conv' needs a 1x1 convolution shortcut on the unit; "
+                f"got downsample={type(downsample).__name__ if downsample else None} "
+                "(pass make_shortcut('C', ...))"
+            )
+        if variant == "constant":
+            self.shortcut_scale = options.shortcut_scale  # λ
+            self.branch_scale = 1.0 - options.shortcut_scale if options.scale_branch else 1.0
+        elif variant in GATED_VARIANTS:
+            # g(x) = sigmoid(W_g x + b_g): one gate value per output channel and position, from
+            # the unit's input, at the unit's stride (He et al. 2016: a 1x1 convolution).
+            self.shortcut_gate = _he_init(nn.Conv2d(in_ch, out_ch, 1, stride, bias=True))
+            nn.init.constant_(self.shortcut_gate.bias, options.gate_bias)
+        elif variant == "dropout":
+            self.shortcut_dropout = nn.Dropout(options.shortcut_dropout)
 
-    def skip(self, x: torch.Tensor) -> torch.Tensor:
+    def gate_value(self, x: torch.Tensor) -> torch.Tensor:
+        """g(x) = sigmoid(W_g x + b_g) of the gated variants, from the unit's input x."""
+        return torch.sigmoid(self.shortcut_gate(x))
+
+    def shortcut_term(
+        self, h: torch.Tensor, x: torch.Tensor, g: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The plain shortcut ``h`` (identity, padding or projection of x) as the variant
+        weighs it; ``g``: the gate when the forward has computed it already."""
+        if self.shortcut_variant == "constant":
+            return self.shortcut_scale * h  # λ·h(x)
+        if self.shortcut_variant in GATED_VARIANTS:
+            return (1.0 - (self.gate_value(x) if g is None else g)) * h  # (1 - g(x))·h(x)
+        if self.shortcut_variant == "dropout":
+            return self.shortcut_dropout(h)  # dropout(h(x))
+        return h  # identity; conv (h is the 1x1 convolution)
+
+    def skip(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """The shortcut path alone: what the unit computes when its residual branch is deleted
-        (Veit et al. 2016 lesion)."""
-        return x if self.downsample is None else self.downsample(x)
+        (Veit et al. 2016 lesion). With a shortcut variant, the whole shortcut term:
+        ``λ·h(x)`` (constant), ``(1 - g(x))·h(x)`` (both gatings; the gate is not part of the
+        deleted branch), ``dropout(h(x))``, ``W_s x`` (conv)."""
+        h = x if self.downsample is None else self.downsample(x)
+        return h if self.shortcut_variant == "identity" else self.shortcut_term(h, x, g)
+
+    def merge(self, f: torch.Tensor, x: torch.Tensor, *skip_args: torch.Tensor) -> torch.Tensor:
+        """Branch term + shortcut term of a shortcut variant (He et al. 2016, Fig. 2), before
+        any activation after the addition; ``f`` is F(x), ``skip_args`` what ``skip`` also takes
+        (a pre-activation unit's ``pre``). Stochastic depth drops the branch term."""
+        if self.shortcut_variant == "exclusive_gating":  # (1 - g(x))·h(x) + g(x)·F(x)
+            g = self.gate_value(x)
+            return self.drop_path(g * f) + self.skip(x, *skip_args, g=g)
+        if self.shortcut_variant == "constant":  # λ·h(x) + (1 - λ)·F(x), or λ·h(x) + F(x)
+            return self.drop_path(self.branch_scale * f) + self.skip(x, *skip_args)
+        # shortcut_gating (1 - g(x))·h(x) + F(x); dropout(h(x)) + F(x); conv W_s x + F(x)
+        return self.drop_path(f) + self.skip(x, *skip_args)
 
 
 class BasicBlock(_ResidualUnit):
@@ -133,6 +296,7 @@ class BasicBlock(_ResidualUnit):
         *,
         residual: bool = True,
         drop_path: float = 0.0,
+        shortcut_options: ShortcutOptions | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -141,12 +305,22 @@ class BasicBlock(_ResidualUnit):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
-        self._setup_skip(downsample, residual, drop_path)
+        self._setup_skip(
+            downsample,
+            residual,
+            drop_path,
+            shortcut_options,
+            in_ch=inplanes,
+            out_ch=planes,
+            stride=stride,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (N, planes, H/stride, W/stride)
         out = self.bn2(self.conv2(out))  # F(x)
-        if self.residual and torch.is_grad_enabled():
+        if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
+            out = self.merge(out, x)  # e.g. (1 - g(x))·x + g(x)·F(x)
+        elif self.residual and torch.is_grad_enabled():
             out = self.drop_path(out) + self.skip(x)  # the skip connection: F(x) + x
         elif self.residual:
             out = self.drop_path(out).add_(self.skip(x))  # the same sum in place, inference only
@@ -183,6 +357,7 @@ class Bottleneck(_ResidualUnit):
         residual: bool = True,
         drop_path: float = 0.0,
         stride_in_1x1: bool = False,
+        shortcut_options: ShortcutOptions | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -195,13 +370,23 @@ class Bottleneck(_ResidualUnit):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self._setup_skip(downsample, residual, drop_path)
+        self._setup_skip(
+            downsample,
+            residual,
+            drop_path,
+            shortcut_options,
+            in_ch=inplanes,
+            out_ch=planes * self.expansion,
+            stride=stride,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))  # F(x): (N, planes * 4, H/stride, W/stride)
-        if self.residual and torch.is_grad_enabled():
+        if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
+            out = self.merge(out, x)  # e.g. (1 - g(x))·x + g(x)·F(x)
+        elif self.residual and torch.is_grad_enabled():
             out = self.drop_path(out) + self.skip(x)  # the skip connection: F(x) + x
         elif self.residual:
             out = self.drop_path(out).add_(self.skip(x))  # the same sum in place, inference only
@@ -218,17 +403,21 @@ class _PreActUnit(_ResidualUnit):
     """Pre-activation skip: a projection sees the pre-activated input, identity/pad the raw one
     (He et al. 2016 code, ``preresnet.lua``)."""
 
-    def _setup_skip(self, downsample, residual, drop_path) -> None:
-        super()._setup_skip(downsample, residual, drop_path)
+    def _setup_skip(self, downsample, residual, drop_path, options=None, **sizes) -> None:
+        super()._setup_skip(downsample, residual, drop_path, options, **sizes)
         self.project_preact = downsample is not None and any(True for _ in downsample.parameters())
 
-    def skip(self, x: torch.Tensor, pre: torch.Tensor | None = None) -> torch.Tensor:
+    def skip(
+        self, x: torch.Tensor, pre: torch.Tensor | None = None, g: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The shortcut path alone, from the unit's raw input ``x``: a projection applies to the
         pre-activated input relu(bn1(x)) (pass ``pre`` when it is already computed, so that
-        BatchNorm runs once per step), identity and option A padding to ``x`` itself."""
-        if self.project_preact:
-            return self.downsample(self.relu(self.bn1(x)) if pre is None else pre)
-        return super().skip(x)
+        BatchNorm runs once per step), identity and option A padding to ``x`` itself. A shortcut
+        variant weighs it as :meth:`_ResidualUnit.skip` says (a gate reads the raw ``x``)."""
+        if not self.project_preact:
+            return super().skip(x, g)
+        h = self.downsample(self.relu(self.bn1(x)) if pre is None else pre)
+        return h if self.shortcut_variant == "identity" else self.shortcut_term(h, x, g)
 
 
 class PreActBasic(_PreActUnit):
@@ -246,6 +435,7 @@ class PreActBasic(_PreActUnit):
         *,
         residual: bool = True,
         drop_path: float = 0.0,
+        shortcut_options: ShortcutOptions | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -254,13 +444,23 @@ class PreActBasic(_PreActUnit):
         self.bn2 = norm_layer(planes)
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU()  # not in-place: the pre-activation may feed the shortcut
-        self._setup_skip(downsample, residual, drop_path)
+        self._setup_skip(
+            downsample,
+            residual,
+            drop_path,
+            shortcut_options,
+            in_ch=inplanes,
+            out_ch=planes,
+            stride=stride,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))  # the pre-activation; a projection shortcut reads it too
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))  # F(x): (N, planes, H/stride, W/stride)
-        if self.residual:
+        if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
+            out = self.merge(out, x, pre)  # e.g. (1 - g(x))·x + g(x)·F(x)
+        elif self.residual:
             out = self.drop_path(out) + self.skip(x, pre)  # the skip connection: F(x) + x
         return out  # nothing after the addition: a clean identity path (2016 paper, eq. 4)
 
@@ -291,6 +491,7 @@ class PreActBottleneck(_PreActUnit):
         residual: bool = True,
         drop_path: float = 0.0,
         stride_in_1x1: bool = False,
+        shortcut_options: ShortcutOptions | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -303,14 +504,24 @@ class PreActBottleneck(_PreActUnit):
         self.bn3 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.relu = nn.ReLU()
-        self._setup_skip(downsample, residual, drop_path)
+        self._setup_skip(
+            downsample,
+            residual,
+            drop_path,
+            shortcut_options,
+            in_ch=inplanes,
+            out_ch=planes * self.expansion,
+            stride=stride,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))  # F(x): (N, planes * 4, H/stride, W/stride)
-        if self.residual:
+        if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
+            out = self.merge(out, x, pre)  # e.g. (1 - g(x))·x + g(x)·F(x)
+        elif self.residual:
             out = self.drop_path(out) + self.skip(x, pre)  # the skip connection: F(x) + x
         return out
 
