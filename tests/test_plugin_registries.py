@@ -12,11 +12,13 @@ from skiplab.experiments.degradation import Degradation
 from skiplab.registry import Registry, get_model_entry, register_model
 from skiplab.selftest import FAULTS, bombs, checkpoint_faults, kill
 
-# README.md, "The nine experiments", and the order of report.md.
+# README.md, "The nine experiments" (and the two of issue 17), and the order of report.md.
 EXPERIMENT_ORDER = [
     "degradation",
     "gradient-flow",
+    "shattered-gradients",
     "ensemble-of-paths",
+    "residual-responses",
     "preact-vs-original",
     "highway-vs-residual",
     "unet-skips",

@@ -26,7 +26,9 @@ from skiplab.experiments.lease import (
 )
 from skiplab.experiments.preact_vs_original import PreactVsOriginal
 from skiplab.experiments.report import build_report
+from skiplab.experiments.residual_responses import ResidualResponses
 from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
+from skiplab.experiments.shattered_gradients import ShatteredGradients
 from skiplab.hardware import AMPS, describe_precision
 from skiplab.registry import Registry
 
@@ -37,7 +39,9 @@ EXPERIMENTS: Registry[type[Experiment]] = Registry(
 for _experiment in (
     Degradation,
     GradientFlow,
+    ShatteredGradients,
     EnsembleOfPaths,
+    ResidualResponses,
     PreactVsOriginal,
     HighwayVsResidual,
     UNetSkips,
