@@ -25,6 +25,8 @@ EXPERIMENT_ORDER = [
     "fpn-laterals",
     "densenet-efficiency",
     "architecture-table",
+    "shortcut-variants",
+    "normalisation-free",
 ]
 # The table of skiplab/selftest/__init__.py and docs/reliability.md.
 FAULT_ORDER = [

@@ -24,11 +24,13 @@ from skiplab.experiments.lease import (
     clear_deadline,
     set_deadline,
 )
+from skiplab.experiments.normalisation_free import NormalisationFree
 from skiplab.experiments.preact_vs_original import PreactVsOriginal
 from skiplab.experiments.report import build_report
 from skiplab.experiments.residual_responses import ResidualResponses
 from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
 from skiplab.experiments.shattered_gradients import ShatteredGradients
+from skiplab.experiments.shortcut_variants import ShortcutVariants
 from skiplab.hardware import AMPS, describe_precision
 from skiplab.registry import Registry
 
@@ -48,6 +50,8 @@ for _experiment in (
     FPNLaterals,
     DenseNetEfficiency,
     ArchitectureTable,
+    ShortcutVariants,
+    NormalisationFree,
 ):
     EXPERIMENTS.add(_experiment.name, _experiment)
 

@@ -13,6 +13,7 @@ Papers:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from skiplab.models.resnet_blocks import (
 from skiplab.models.variants import Variant, register_variants
 
 STEMS = ("imagenet", "cifar")
+NORMS = ("bn", "none")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,13 @@ class ResNetConfig(Config):
         scale_branch: "constant": scale the branch by 1 - λ (True) or not (False).
         gate_bias: Initial gate bias b_g of the gated variants (-6).
         shortcut_dropout: Dropout probability on the shortcut of "dropout" (0.5).
+        norm: "bn" (BatchNorm, the default) or "none": every BatchNorm replaced by
+            ``nn.Identity`` (stem, units, projection shortcuts, the final norm of a
+            pre-activation net), for normalisation-free nets (De & Smith 2020; Zhang et al. 2019).
+        branch_scale: None (default), or the start value of a learned scalar α on every
+            residual branch, ``h(x) + α·F(x)``; 0 starts every unit at its shortcut (SkipInit,
+            De & Smith 2020; ReZero, Bachlechner et al. 2020). Identity ``shortcut_variant``
+            and a shortcut (not ``shortcut="none"``) only.
     """
 
     block: str = choice(REQUIRED, ("basic", "bottleneck"))
@@ -89,9 +98,25 @@ class ResNetConfig(Config):
     scale_branch: bool = ShortcutOptions.scale_branch
     gate_bias: float = ShortcutOptions.gate_bias
     shortcut_dropout: float = ShortcutOptions.shortcut_dropout
+    norm: str = choice("bn", NORMS)
+    branch_scale: float | None = None
 
     def __post_init__(self) -> None:
         self.check_choices()
+        if self.branch_scale is not None:
+            check_real("branch_scale", self.branch_scale)
+            if not math.isfinite(self.branch_scale):
+                raise ValueError(f"branch_scale must be a finite number; got {self.branch_scale!r}")
+            if self.shortcut == "none" or self.shortcut_variant != "identity":
+                raise ValueError(
+                    "branch_scale scales the residual branch of units with an identity shortcut; "
+                    f"got shortcut={self.shortcut!r}, shortcut_variant={self.shortcut_variant!r}"
+                )
+        if self.norm == "none" and self.zero_init_residual and not self.preact:
+            raise ValueError(
+                "zero_init_residual zeroes the last BatchNorm of original units, and norm='none' "
+                "has none; use branch_scale=0 to start every branch at zero"
+            )
         _ = self.shortcut_options  # ShortcutOptions checks the variant's parameters
         if self.shortcut == "none" and self.shortcut_variant != "identity":
             raise ValueError(
@@ -149,7 +174,7 @@ class ResNet(SkipNet):
         self.in_chans = cfg.in_chans
         self.num_classes = cfg.num_classes
         block_cls = BLOCKS[(cfg.block, cfg.preact)]
-        norm = nn.BatchNorm2d
+        norm = nn.BatchNorm2d if cfg.norm == "bn" else nn.Identity  # Identity(c) ignores c
 
         # Stem. A pre-activation CIFAR net has no BN after conv1: the first unit's BN-ReLU does it.
         if cfg.stem == "imagenet":
@@ -202,13 +227,18 @@ class ResNet(SkipNet):
                         planes,
                         s,
                         make_shortcut(
-                            shortcut_kind, inplanes, out_ch, s, None if cfg.preact else norm
+                            shortcut_kind,
+                            inplanes,
+                            out_ch,
+                            s,
+                            None if cfg.preact or cfg.norm == "none" else norm,
                         ),
                         norm_layer=norm,
                         residual=cfg.shortcut != "none",
                         drop_path=rate,
                         **bottleneck_args,
                         shortcut_options=cfg.shortcut_options,
+                        branch_scale=cfg.branch_scale,
                     )
                 )
                 inplanes = out_ch
@@ -241,7 +271,7 @@ class ResNet(SkipNet):
 
     def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
         """The stem's (conv1, bn1), where there is a bn1 (see skiplab.fuse); units name theirs."""
-        return (("conv1", "bn1"),) if hasattr(self, "bn1") else ()
+        return (("conv1", "bn1"),) if isinstance(getattr(self, "bn1", None), nn.BatchNorm2d) else ()
 
     # -- forward -----------------------------------------------------------------------------
     def _stem(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,12 @@ Shortcut variants (He et al. 2016, section 3.1, Fig. 2, Table 1), on top of the 
 - "dropout": ``dropout(h(x)) + F(x)``, ``nn.Dropout(shortcut_dropout)`` on the shortcut
   (Fig. 2f; p = 0.5 in the paper).
 
+Normalisation-free units (De & Smith 2020, SkipInit; Zhang et al. 2019, Fixup; Bachlechner et
+al. 2020, ReZero): ``norm_layer=nn.Identity`` removes every BatchNorm (a projection shortcut is
+then a bare convolution), and ``branch_scale=a`` multiplies the residual branch by a learned
+scalar that starts at ``a`` (``h(x) + α·F(x)``; 0 starts every unit at its shortcut). Both apply
+to the identity variant; the scalar is a parameter named ``branch_gain``.
+
 ``skip(x)`` is the whole shortcut term (``λ·h(x)``, ``(1-g(x))·h(x)``, ``dropout(h(x))``, ...),
 so that it stays what the unit computes when its residual branch is deleted.
 """
@@ -205,8 +211,10 @@ class _ResidualUnit(nn.Module):
         in_ch: int = 0,
         out_ch: int = 0,
         stride: int = 1,
+        branch_scale: float | None = None,
     ) -> None:
-        """Set the shortcut up; ``in_ch``, ``out_ch`` and ``stride`` size a variant's gate."""
+        """Set the shortcut up; ``in_ch``, ``out_ch`` and ``stride`` size a variant's gate;
+        ``branch_scale``: start value of a learned scalar on the branch (None: no scalar)."""
         if not residual and downsample is not None:
             raise ValueError("a block without residual addition cannot have a downsample shortcut")
         self.downsample = downsample
@@ -218,9 +226,22 @@ class _ResidualUnit(nn.Module):
                 f"shortcut_options must be a ShortcutOptions; got {type(options).__name__}"
             )
         self.shortcut_variant = variant = options.shortcut_variant
+        name = type(self).__name__
+        if branch_scale is None:
+            self.register_parameter("branch_gain", None)  # nothing added to the state_dict
+        else:
+            check_real("branch_scale", branch_scale)
+            if not math.isfinite(branch_scale):
+                raise ValueError(f"branch_scale must be a finite number; got {branch_scale!r}")
+            if not residual or variant != "identity":
+                raise ValueError(
+                    f"{name}: branch_scale applies to residual units with the identity "
+                    f"shortcut_variant; got residual={residual}, shortcut_variant={variant!r}"
+                )
+            # α of h(x) + α·F(x), learned (SkipInit, De & Smith 2020; ReZero starts it at 0 too)
+            self.branch_gain = nn.Parameter(torch.tensor(float(branch_scale)))
         if variant == "identity":
             return  # nothing added: the state_dict and forward of He et al. 2015 / torchvision
-        name = type(self).__name__
         if not residual:
             raise ValueError(
                 f"{name}: shortcut_variant={variant!r} needs the residual addition; "
@@ -242,6 +263,15 @@ class _ResidualUnit(nn.Module):
             nn.init.constant_(self.shortcut_gate.bias, options.gate_bias)
         elif variant == "dropout":
             self.shortcut_dropout = nn.Dropout(options.shortcut_dropout)
+
+    def gained(self, f: torch.Tensor) -> torch.Tensor:
+        """The branch output F(x) times the learned ``branch_gain`` α, if the unit has one."""
+        return f if self.branch_gain is None else self.branch_gain * f
+
+    def _normalised(self, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """The (conv, norm) pairs whose norm is a BatchNorm (none in a normalisation-free
+        unit, whose norms are ``nn.Identity``)."""
+        return tuple(p for p in pairs if isinstance(getattr(self, p[1]), nn.BatchNorm2d))
 
     def gate_value(self, x: torch.Tensor) -> torch.Tensor:
         """g(x) = sigmoid(W_g x + b_g) of the gated variants, from the unit's input x."""
@@ -297,6 +327,7 @@ class BasicBlock(_ResidualUnit):
         residual: bool = True,
         drop_path: float = 0.0,
         shortcut_options: ShortcutOptions | None = None,
+        branch_scale: float | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -313,11 +344,12 @@ class BasicBlock(_ResidualUnit):
             in_ch=inplanes,
             out_ch=planes,
             stride=stride,
+            branch_scale=branch_scale,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (N, planes, H/stride, W/stride)
-        out = self.bn2(self.conv2(out))  # F(x)
+        out = self.gained(self.bn2(self.conv2(out)))  # F(x), or α·F(x) with a branch_gain
         if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
             out = self.merge(out, x)  # e.g. (1 - g(x))·x + g(x)·F(x)
         elif self.residual and torch.is_grad_enabled():
@@ -332,7 +364,7 @@ class BasicBlock(_ResidualUnit):
 
     def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
         """(conv, bn) pairs where the BN reads only the conv's output (see skiplab.fuse)."""
-        return (("conv1", "bn1"), ("conv2", "bn2"))
+        return self._normalised((("conv1", "bn1"), ("conv2", "bn2")))
 
 
 class Bottleneck(_ResidualUnit):
@@ -358,6 +390,7 @@ class Bottleneck(_ResidualUnit):
         drop_path: float = 0.0,
         stride_in_1x1: bool = False,
         shortcut_options: ShortcutOptions | None = None,
+        branch_scale: float | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -378,12 +411,13 @@ class Bottleneck(_ResidualUnit):
             in_ch=inplanes,
             out_ch=planes * self.expansion,
             stride=stride,
+            branch_scale=branch_scale,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))  # F(x): (N, planes * 4, H/stride, W/stride)
+        out = self.gained(self.bn3(self.conv3(out)))  # F(x): (N, planes * 4, H/s, W/s)
         if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
             out = self.merge(out, x)  # e.g. (1 - g(x))·x + g(x)·F(x)
         elif self.residual and torch.is_grad_enabled():
@@ -396,7 +430,7 @@ class Bottleneck(_ResidualUnit):
         nn.init.zeros_(self.bn3.weight)
 
     def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
-        return (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+        return self._normalised((("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
 
 
 class _PreActUnit(_ResidualUnit):
@@ -436,6 +470,7 @@ class PreActBasic(_PreActUnit):
         residual: bool = True,
         drop_path: float = 0.0,
         shortcut_options: ShortcutOptions | None = None,
+        branch_scale: float | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -452,12 +487,13 @@ class PreActBasic(_PreActUnit):
             in_ch=inplanes,
             out_ch=planes,
             stride=stride,
+            branch_scale=branch_scale,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))  # the pre-activation; a projection shortcut reads it too
         out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))  # F(x): (N, planes, H/stride, W/stride)
+        out = self.gained(self.conv2(self.relu(self.bn2(out))))  # F(x): (N, planes, H/s, W/s)
         if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
             out = self.merge(out, x, pre)  # e.g. (1 - g(x))·x + g(x)·F(x)
         elif self.residual:
@@ -470,7 +506,7 @@ class PreActBasic(_PreActUnit):
 
     def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
         """Only bn2 follows a conv; bn1 reads the unit's input (also the shortcut's)."""
-        return (("conv1", "bn2"),)
+        return self._normalised((("conv1", "bn2"),))
 
 
 class PreActBottleneck(_PreActUnit):
@@ -492,6 +528,7 @@ class PreActBottleneck(_PreActUnit):
         drop_path: float = 0.0,
         stride_in_1x1: bool = False,
         shortcut_options: ShortcutOptions | None = None,
+        branch_scale: float | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -512,13 +549,14 @@ class PreActBottleneck(_PreActUnit):
             in_ch=inplanes,
             out_ch=planes * self.expansion,
             stride=stride,
+            branch_scale=branch_scale,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))  # F(x): (N, planes * 4, H/stride, W/stride)
+        out = self.gained(self.conv3(self.relu(self.bn3(out))))  # F(x): (N, planes*4, H/s, W/s)
         if self.shortcut_variant != "identity":  # He et al. 2016, Fig. 2 (see merge)
             out = self.merge(out, x, pre)  # e.g. (1 - g(x))·x + g(x)·F(x)
         elif self.residual:
@@ -529,7 +567,7 @@ class PreActBottleneck(_PreActUnit):
         nn.init.zeros_(self.conv3.weight)
 
     def conv_bn_pairs(self) -> tuple[tuple[str, str], ...]:
-        return (("conv1", "bn2"), ("conv2", "bn3"))
+        return self._normalised((("conv1", "bn2"), ("conv2", "bn3")))
 
 
 BLOCKS: dict[tuple[str, bool], type[_ResidualUnit]] = {
