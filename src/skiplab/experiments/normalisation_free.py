@@ -33,7 +33,7 @@ import torch
 from skiplab.data.dataset import channel_stats
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
-from skiplab.experiments.training import DataPlan, classification_data, train_runs
+from skiplab.experiments.training import DataPlan, classification_data, run_rows, train_runs
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 from skiplab.models import create_model
 from skiplab.train import NonFiniteLoss
@@ -169,20 +169,8 @@ class NormalisationFree(Experiment):
                     "warmup_steps": budget.warmup_steps,
                 }
             )
-        runs = []
         outcomes = train_runs(settings, specs, tolerate=(NonFiniteLoss,))
-        for key, outcome in zip(keys, outcomes, strict=True):
-            if isinstance(outcome, NonFiniteLoss):
-                runs.append({**key, "diverged": str(outcome), "curve": []})
-                continue
-            runs.append(
-                {
-                    **key,
-                    "diverged": None,
-                    "curve": [{k: row[k] for k in CURVE_KEYS} for row in outcome.curves],
-                    "warmup_ended_at": outcome.warmup_ended_at,
-                }
-            )
+        runs = run_rows(keys, outcomes, CURVE_KEYS)
         runs.sort(key=lambda r: (r["seed"], list(KINDS).index(r["kind"]), r["depth"]))
         return {
             "budget": settings.budget,

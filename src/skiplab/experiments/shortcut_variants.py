@@ -28,7 +28,7 @@ from statistics import mean, stdev
 
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
-from skiplab.experiments.training import DataPlan, classification_data, train_runs
+from skiplab.experiments.training import DataPlan, classification_data, run_rows, train_runs
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 from skiplab.train import NonFiniteLoss
 
@@ -189,20 +189,8 @@ class ShortcutVariants(Experiment):
                         "warmup_steps": budget.warmup_steps,
                     }
                 )
-        runs = []
         outcomes = train_runs(settings, specs, tolerate=(NonFiniteLoss,))
-        for key, outcome in zip(keys, outcomes, strict=True):
-            if isinstance(outcome, NonFiniteLoss):
-                runs.append({**key, "diverged": str(outcome), "curve": []})
-                continue
-            runs.append(
-                {
-                    **key,
-                    "diverged": None,
-                    "curve": [{k: row[k] for k in CURVE_KEYS} for row in outcome.curves],
-                    "warmup_ended_at": outcome.warmup_ended_at,
-                }
-            )
+        runs = run_rows(keys, outcomes, CURVE_KEYS)
         return {
             "budget": settings.budget,
             "depth": depth,

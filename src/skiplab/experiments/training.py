@@ -247,3 +247,23 @@ def train_runs(
         except tolerate as exc:
             outcomes.append(exc)
     return outcomes
+
+
+def run_rows(keys: list[dict], outcomes: list, curve_keys: tuple[str, ...]) -> list[dict]:
+    """One row per trained run: its key, ``diverged`` (the NonFiniteLoss message, or None), its
+    curve (``curve_keys`` of every logged row; empty for a diverged run) and where its warm-up
+    ended. ``outcomes`` as :func:`train_runs` returns them with ``tolerate=(NonFiniteLoss,)``."""
+    rows = []
+    for key, outcome in zip(keys, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            rows.append({**key, "diverged": str(outcome), "curve": []})
+            continue
+        rows.append(
+            {
+                **key,
+                "diverged": None,
+                "curve": [{k: row[k] for k in curve_keys} for row in outcome.curves],
+                "warmup_ended_at": outcome.warmup_ended_at,
+            }
+        )
+    return rows
