@@ -19,6 +19,8 @@ EXPERIMENT_ORDER = [
     "shattered-gradients",
     "ensemble-of-paths",
     "residual-responses",
+    "identity-construction",
+    "loss-landscape",
     "preact-vs-original",
     "highway-vs-residual",
     "unet-skips",

@@ -18,12 +18,14 @@ from skiplab.experiments.densenet_efficiency import DenseNetEfficiency
 from skiplab.experiments.ensemble_paths import EnsembleOfPaths
 from skiplab.experiments.gradient_flow import GradientFlow
 from skiplab.experiments.highway_vs_residual import HighwayVsResidual
+from skiplab.experiments.identity_construction import IdentityConstruction
 from skiplab.experiments.lease import (
     EXIT_RESUMABLE,
     TimeLimitReached,
     clear_deadline,
     set_deadline,
 )
+from skiplab.experiments.loss_landscape import LossLandscape
 from skiplab.experiments.normalisation_free import NormalisationFree
 from skiplab.experiments.preact_vs_original import PreactVsOriginal
 from skiplab.experiments.report import build_report
@@ -44,6 +46,8 @@ for _experiment in (
     ShatteredGradients,
     EnsembleOfPaths,
     ResidualResponses,
+    IdentityConstruction,
+    LossLandscape,
     PreactVsOriginal,
     HighwayVsResidual,
     UNetSkips,
