@@ -1,11 +1,17 @@
 """Analyses of skip connections: gradient flow, lesions and paths, residual responses,
-shattered gradients and loss landscapes, complexity tables.
+shattered gradients, loss landscapes and the identity construction, complexity tables.
 
 The functions of :mod:`~skiplab.analysis.responses` (He et al. 2015, Section 4.2),
 :mod:`~skiplab.analysis.shattering` (Balduzzi et al. 2017) and
-:mod:`~skiplab.analysis.landscape` (Li et al. 2018) are importable from here.
+:mod:`~skiplab.analysis.landscape` (Li et al. 2018) and :mod:`~skiplab.analysis.identity`
+(He et al. 2015, Section 1) are importable from here.
 """
 
+from skiplab.analysis.identity import (
+    deepen_with_identity,
+    max_output_difference,
+    set_unit_to_identity_,
+)
 from skiplab.analysis.landscape import (
     HessianEigen,
     LossSurface,
@@ -34,6 +40,7 @@ __all__ = [
     "UnitResponse",
     "branch_output_layer",
     "dataset_loss",
+    "deepen_with_identity",
     "filter_normalize",
     "filter_normalized_direction",
     "gradient_autocorrelation",
@@ -42,6 +49,8 @@ __all__ = [
     "hessian_extreme_eigenvalues",
     "hessian_vector_product",
     "loss_surface",
+    "max_output_difference",
     "residual_responses",
+    "set_unit_to_identity_",
     "spectral_whiteness",
 ]
