@@ -227,7 +227,7 @@ class NormalisationFree(Experiment):
                          color=colors[kind], label=f"{kind} (mean)")  # fmt: skip
         axes[0].axhline(results["chance_loss"], color="grey", ls=":", label="chance")
         axes[0].set_xlabel("depth (layers)")
-        axes[0].set_ylabel("final training loss")
+        axes[0].set_ylabel("final training loss (axis cut at 1.5 x chance)")
         deep = max(depths)
         for kind in KINDS:
             runs = [r for r in self._runs(results, kind, deep) if not r["diverged"]]
@@ -243,7 +243,10 @@ class NormalisationFree(Experiment):
                                      lw=0)  # fmt: skip
         axes[1].axhline(results["chance_loss"], color="grey", ls=":")
         axes[1].set_xlabel("iterations")
-        axes[1].set_ylabel("training loss")
+        axes[1].set_ylabel("training loss (axis cut at 1.5 x chance)")
+        # A net that blows up without a non-finite loss (1e12) would flatten every other point.
+        for ax in axes[:2]:
+            ax.set_ylim(0, 1.5 * results["chance_loss"])
         for kind in INIT_KINDS:
             values = [self._init(results, kind, d) for d in depths]
             for d, v in zip(depths, values, strict=True):

@@ -315,5 +315,5 @@ def trained_guard(net: str, loss: float, chance: float, fraction: float = 0.9) -
     bound = fraction * chance
     ok = math.isfinite(loss) and loss < bound
     return Guard(
-        net, ok, f"loss {loss:.3g} {'<' if ok else '>='} {bound:.3g} = {fraction} x chance"
+        net, ok, f"loss {loss:.4g} {'<' if ok else '>='} {bound:.4g} = {fraction} x chance"
     )
