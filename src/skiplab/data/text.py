@@ -10,10 +10,11 @@ the same. Vocabulary: the 65 characters of the whole file, sorted (as nanoGPT's
 ``synthetic-text`` (the embedded default: no download): lines ``w|w\\n`` where ``w`` is k
 letters drawn uniformly from ``a..j`` (k uniform in 3..6), e.g. ``cjab|cjab``. The first copy
 is noise, the second is a copy of it: a model predicts it only by attending k + 1 characters
-back, which a small Transformer learns in a few hundred steps. The best achievable loss is known
-(:data:`SYNTHETIC_TEXT_BITS_PER_CHAR`): per line, k·log2(10) bits for the letters and log2(4)
-for where ``|`` falls, over 2k + 2 characters, i.e. (4.5·log2 10 + 2) / 11 = 1.54 bits per
-character; a model that sees only the current character (a bigram model) stays far above it.
+back (how many steps a small Transformer needs for it is not measured yet). The best achievable
+loss is known (:data:`SYNTHETIC_TEXT_BITS_PER_CHAR`): per line, k·log2(10) bits for the letters
+and log2(4) for where ``|`` falls, over 2k + 2 characters on average, i.e.
+(4.5·log2 10 + 2) / 11 = 1.54 bits per character; a model that cannot look back (a bigram
+model) pays about log2(10) bits for every copied letter as well, close to twice the floor.
 Train (200,000 characters) and val (20,000) come from unrelated streams of the seed.
 
 Losses on these data are reported in bits per character: the mean next-character

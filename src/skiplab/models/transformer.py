@@ -48,6 +48,11 @@ branches deleted (``x``, or ``ln_2(ln_1(x))`` for Post-LN), which is what
 :func:`skiplab.analysis.lesion.lesioned` keeps. One branch alone is deleted by making it output
 zero, e.g. ``replaced_method(block.attn, "forward", torch.zeros_like)`` from
 :mod:`skiplab.analysis.lesion` (the block then computes ``x + mlp(ln_2(x))`` in a Pre-LN net).
+:func:`skiplab.analysis.gradient_flow.gradient_norms` works as it is;
+:func:`~skiplab.analysis.gradient_flow.block_jacobian_terms` differentiates the backward pass,
+which PyTorch's fused CPU attention kernel does not implement (``derivative for
+aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented``): run it under
+``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``.
 """
 
 from __future__ import annotations
