@@ -27,11 +27,13 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 
     """Multiply-accumulates of one forward pass (per batch of ``batch_size``) in eval mode.
 
     Args:
-        input_size: (C, H, W) of one sample.
+        input_size: (C, H, W) of one sample; (T,) for a language model, whose input is token
+            ids (``model.input_dtype``, e.g. torch.long).
     """
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
+    dtype = getattr(model, "input_dtype", None) or dtype
     x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
     was_training = model.training
     model.eval()
@@ -48,7 +50,7 @@ class ModelRow:
     name: str
     family: str
     depth: int | None
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     params: int
     macs: int
 
@@ -116,7 +118,7 @@ def stage_summary(
             shapes[module_name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
 
         hooks.append(module.register_forward_hook(hook))
-    x = torch.zeros((1, *size), device="meta")
+    x = torch.zeros((1, *size), device="meta", dtype=getattr(model, "input_dtype", None))
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)

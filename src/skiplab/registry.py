@@ -36,7 +36,7 @@ from typing import Generic, TypeVar
 
 from torch import nn
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "language_modeling")
 
 T = TypeVar("T")
 
@@ -110,15 +110,18 @@ class ModelEntry:
         name: Registered name, e.g. ``"resnet50"``.
         family: Family the model belongs to, e.g. ``"resnet"``, ``"plain"``, ``"preact_resnet"``.
         build: Factory called as ``build(**overrides)``.
-        input_size: Default input ``(C, H, W)``.
-        depth: Number of weighted layers as the paper counts them (None where not meaningful).
-        task: ``"classification"`` or ``"segmentation"``.
+        input_size: Default input ``(C, H, W)``; for a language model ``(T,)``, the length of a
+            sequence of token ids.
+        depth: Number of weighted layers as the paper counts them (None where not meaningful;
+            Transformer blocks for the Transformer families).
+        task: ``"classification"``, ``"segmentation"`` or ``"language_modeling"`` (token ids
+            (B, T) in, next-token logits (B, T, vocab_size) out).
     """
 
     name: str
     family: str
     build: Callable[..., nn.Module]
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     depth: int | None
     task: str
 
@@ -134,7 +137,7 @@ def register_model(
     name: str | None = None,
     *,
     family: str,
-    input_size: tuple[int, int, int],
+    input_size: tuple[int, ...],
     depth: int | None = None,
     task: str = "classification",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -160,7 +163,7 @@ def register_config_model(
     cfg,
     *,
     family: str,
-    input_size: tuple[int, int, int],
+    input_size: tuple[int, ...],
     depth: int | None = None,
     task: str = "classification",
 ) -> None:

@@ -8,6 +8,7 @@ from skiplab.models.densenet import DENSENET_VARIANTS
 from skiplab.models.fpn import FPN_VARIANTS
 from skiplab.models.highway import HIGHWAY_VARIANTS, HighwayCNN, HighwayMLP
 from skiplab.models.resnet import RESNET_VARIANTS, ResNetConfig
+from skiplab.models.transformer import TRANSFORMER_VARIANTS
 from skiplab.models.unet import UNET_VARIANTS
 from skiplab.models.variants import Variant, register_variants
 from skiplab.registry import _REGISTRY, get_model_entry, list_models
@@ -18,6 +19,7 @@ TABLES = {
     "unet": UNET_VARIANTS,
     "fpn": FPN_VARIANTS,
     "highway": HIGHWAY_VARIANTS,
+    "transformer": TRANSFORMER_VARIANTS,
 }
 
 

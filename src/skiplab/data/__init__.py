@@ -18,18 +18,30 @@ from skiplab.data.datasets import SPLITS, load_dataset
 from skiplab.data.download import DownloadError, download_file
 from skiplab.data.loader import DeviceLoader
 from skiplab.data.synthetic import make_classification, make_segmentation
+from skiplab.data.text import (
+    TextDataset,
+    TextLoader,
+    bits_per_char,
+    download_tinyshakespeare,
+    make_copy_text,
+)
 
 __all__ = [
     "SPLITS",
     "ArrayDataset",
     "DeviceLoader",
     "DownloadError",
+    "TextDataset",
+    "TextLoader",
+    "bits_per_char",
     "channel_stats",
     "download_cifar",
     "download_file",
+    "download_tinyshakespeare",
     "from_torch_dataset",
     "load_dataset",
     "make_classification",
+    "make_copy_text",
     "make_segmentation",
     "safe_extract",
 ]

@@ -11,8 +11,15 @@ name                splits                      data_dir
 ``segfolder``       train, val, test            ``classes.txt``, ``<split>/{image,label}/``
 ``synthetic``       train, test                 none (generated from ``seed``)
 ``synthetic-seg``   train, test                 none (generated from ``seed``)
+``tinyshakespeare`` train, val (90% / 10%)      ``input.txt`` (the file, or a folder holding
+                                                it); character tokens, see
+                                                :mod:`skiplab.data.text`
+``synthetic-text``  train, val                  none (a generated copy task, from ``seed``)
 ``torchvision:X``   train, test                 the ``root`` of ``torchvision.datasets.X``
 ==================  ==========================  =============================================
+
+The two text datasets return a :class:`~skiplab.data.text.TextDataset` (int64 character
+tokens, task ``"language_modeling"``), every other one an :class:`ArrayDataset`.
 
 ``torchvision:X`` is any torchvision dataset class X that takes ``train=`` or ``split=``
 (MNIST, FashionMNIST, KMNIST, CIFAR10, SVHN, ...), read through :func:`from_torch_dataset`
@@ -35,6 +42,7 @@ from skiplab.data.imagefolder import LAYOUT, is_imagefolder, load_imagefolder
 from skiplab.data.limits import max_dataset_bytes as resolve_max_bytes
 from skiplab.data.segmentation import load_isbi2012, load_segfolder
 from skiplab.data.synthetic import make_classification, make_segmentation
+from skiplab.data.text import TEXT_SPLITS, TextDataset, load_tinyshakespeare, make_copy_text
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "cifar10": ("train", "test"),
@@ -44,6 +52,8 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "segfolder": ("train", "val", "test"),
     "synthetic": ("train", "test"),
     "synthetic-seg": ("train", "test"),
+    "tinyshakespeare": TEXT_SPLITS,
+    "synthetic-text": TEXT_SPLITS,
 }
 TORCHVISION = "torchvision:"  # prefix of torchvision dataset classes: "torchvision:MNIST"
 TORCHVISION_SPLITS = ("train", "test")
@@ -61,16 +71,16 @@ def load_dataset(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     max_dataset_bytes: int | str | None = None,
-) -> ArrayDataset:
-    """Load one split of a dataset as an :class:`ArrayDataset` (see the table above).
+) -> ArrayDataset | TextDataset:
+    """Load one split of a dataset (see the table above).
 
     Args:
         name: Dataset name.
         split: Split name, one of ``SPLITS[name]``.
-        data_dir: Where the data is (a folder or an archive). For CIFAR it defaults to
-            ``cache_dir``, where ``download=True`` puts the official archive.
-        download: Fetch the official CIFAR archive if it is not found (never otherwise); for
-            ``torchvision:X``, passed to torchvision.
+        data_dir: Where the data is (a folder or an archive). For CIFAR and tinyshakespeare
+            it defaults to ``cache_dir``, where ``download=True`` puts the official file.
+        download: Fetch the official CIFAR archive, or tinyshakespeare's ``input.txt``, if it
+            is not found (never otherwise); for ``torchvision:X``, passed to torchvision.
         seed: Seed of the synthetic data and of the ISBI 2012 train/val split.
         cache_dir: Cache of decoded image folders; default ``$SKIPLAB_CACHE``, else
             ``$XDG_CACHE_HOME/skiplab``, else ``~/.cache/skiplab``.
@@ -103,8 +113,14 @@ def load_dataset(
                 f"{name} is generated from the seed and takes no data_dir; "
                 f"got data_dir={data_dir!r}"
             )
-        make = make_classification if name == "synthetic" else make_segmentation
+        make = {
+            "synthetic": make_classification,
+            "synthetic-seg": make_segmentation,
+            "synthetic-text": make_copy_text,
+        }[name]
         return make(split, seed)
+    if name == "tinyshakespeare":
+        return load_tinyshakespeare(split, root if root is not None else cache, download=download)
     if name in CIFAR:
         return _load_cifar(name, split, root, cache, download, limit)
     if root is None:

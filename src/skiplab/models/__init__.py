@@ -6,7 +6,7 @@ and this package fills it.
 """
 
 # Each family module registers its models on import.
-from skiplab.models import densenet, fpn, highway, resnet, unet  # noqa: F401
+from skiplab.models import densenet, fpn, highway, resnet, transformer, unet  # noqa: F401
 from skiplab.models._base import DropPath, FeatureInfo, SkipNet
 from skiplab.models.factory import create_model
 from skiplab.models.pretrained import load_pretrained

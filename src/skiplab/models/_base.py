@@ -114,13 +114,17 @@ class SkipNet(nn.Module):
     """Base class: input checks, block iteration and gradient checkpointing.
 
     Subclasses set ``model_name``, ``in_chans``, ``min_input_size`` (smallest H and W the net
-    accepts) and ``feature_info``, and implement ``forward_features``, ``forward_head``,
-    ``forward_intermediates`` and ``iter_blocks``.
+    accepts), ``input_dtype`` where the input is not an image, and ``feature_info``, and
+    implement ``forward_features``, ``forward_head``, ``forward_intermediates`` and
+    ``iter_blocks``.
     """
 
     model_name: str = "skipnet"
     in_chans: int = 3
     min_input_size: int = 1
+    # dtype of the input: None for images (the parameters' floating dtype), torch.long for token
+    # ids (a language model); what skiplab.complexity feeds the model.
+    input_dtype: torch.dtype | None = None
     feature_info: list[FeatureInfo]
 
     def __init__(self) -> None:

@@ -31,15 +31,15 @@ class Variant:
 
     Attributes:
         family: Registry family, e.g. ``"resnet"``, ``"cifar_resnet"``, ``"unet"``.
-        input_size: Default input ``(C, H, W)``.
+        input_size: Default input ``(C, H, W)`` (``(T,)`` for a language model).
         config: The family's config; the user's overrides replace its fields.
         depth: Weighted layers as the paper counts them, where the table gives it per row
             (None: not meaningful, or computed from the config by :func:`register_variants`).
-        task: ``"classification"`` or ``"segmentation"``.
+        task: ``"classification"``, ``"segmentation"`` or ``"language_modeling"``.
     """
 
     family: str
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, ...]
     config: Config
     depth: int | None = None
     task: str = "classification"
