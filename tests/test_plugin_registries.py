@@ -29,6 +29,7 @@ EXPERIMENT_ORDER = [
     "architecture-table",
     "shortcut-variants",
     "normalisation-free",
+    "transformer-gradients",
 ]
 # The table of skiplab/selftest/__init__.py and docs/reliability.md.
 FAULT_ORDER = [

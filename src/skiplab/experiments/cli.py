@@ -33,6 +33,7 @@ from skiplab.experiments.residual_responses import ResidualResponses
 from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
 from skiplab.experiments.shattered_gradients import ShatteredGradients
 from skiplab.experiments.shortcut_variants import ShortcutVariants
+from skiplab.experiments.transformer_gradients import TransformerGradients
 from skiplab.hardware import AMPS, describe_precision
 from skiplab.registry import Registry
 
@@ -56,6 +57,7 @@ for _experiment in (
     ArchitectureTable,
     ShortcutVariants,
     NormalisationFree,
+    TransformerGradients,
 ):
     EXPERIMENTS.add(_experiment.name, _experiment)
 
