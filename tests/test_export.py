@@ -181,3 +181,11 @@ def test_cli_exports_onnx(tmp_path, capsys):
     assert out.stat().st_size > 100_000
     if HAS_ORT:
         assert "onnxruntime vs eager" in text
+
+
+def test_onnx_export_refuses_a_token_model_by_name():
+    from skiplab.export import _input_size
+
+    with pytest.raises(ValueError, match=r"gpt_d2 is a language_modeling model.*safetensors"):
+        _input_size("gpt_d2", create_model("gpt_d2"))
+    assert _input_size("resnet20", create_model("resnet20")) == (3, 32, 32)

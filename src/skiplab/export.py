@@ -208,5 +208,11 @@ def _load_source(args: argparse.Namespace) -> tuple[nn.Module, str, dict]:
 
 
 def _input_size(name: str, model: nn.Module) -> tuple[int, int, int]:
-    c, h, w = get_model_entry(name).input_size
+    entry = get_model_entry(name)
+    if len(entry.input_size) != 3:
+        raise ValueError(
+            f"ONNX export takes image models (input (C, H, W)); {name} is a {entry.task} model "
+            f"whose input is {entry.input_size} token ids; export it as safetensors instead"
+        )
+    c, h, w = entry.input_size
     return getattr(model, "in_chans", c), h, w

@@ -157,3 +157,11 @@ def test_bench_data_matches_the_model_input_size():
     data = bench_data("resnet18", 4, seed=0)
     assert data.images.shape == (4, 3, 224, 224) and data.images.dtype == torch.uint8
     assert Case("resnet18", "train", 4).model == "resnet18"
+
+
+def test_bench_refuses_a_token_model_by_name():
+    from skiplab.bench.runners import bench_data, image_input_size
+
+    with pytest.raises(ValueError, match=r"image models.*gpt_d2 is a language_modeling model"):
+        bench_data("gpt_d2", 4, 0)
+    assert image_input_size("resnet20") == (3, 32, 32)

@@ -40,10 +40,21 @@ class Runner:
     close: object = lambda: None
 
 
+def image_input_size(name: str) -> tuple[int, int, int]:
+    """(C, H, W) of a registered image model; a model of token ids is refused by name."""
+    entry = get_model_entry(name)
+    if len(entry.input_size) != 3:
+        raise ValueError(
+            f"skiplab bench measures image models (input (C, H, W)); {name} is a {entry.task} "
+            f"model whose input is {entry.input_size} token ids"
+        )
+    return entry.input_size
+
+
 def bench_data(name: str, num_images: int, seed: int) -> ArrayDataset:
     """The training images both sides read: synthetic CIFAR-like shapes for 32x32 models,
     random uint8 noise at the model's input size otherwise (10 classes)."""
-    c, h, w = get_model_entry(name).input_size
+    c, h, w = image_input_size(name)
     if (c, h, w) == (3, 32, 32):
         return make_classification("train", seed, num_train=num_images, num_test=1)
     g = torch.Generator().manual_seed(seed)
@@ -131,6 +142,7 @@ def _reference_train(
 def _infer(cfg: BenchConfig, case: Case, side: str, fast: FastPath, device) -> Runner:
     torch.manual_seed(cfg.seed)
     entry = get_model_entry(case.model)
+    image_input_size(case.model)  # token-id models are refused before anything is built
     if side == "skiplab":
         model: nn.Module = create_model(case.model).eval()
         what = f"skiplab {case.model}"
