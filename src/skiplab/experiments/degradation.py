@@ -85,6 +85,11 @@ def _name(kind: str, depth: int) -> str:
     return f"{KINDS[kind]}{depth}"
 
 
+def label(kind: str, depth: int) -> str:
+    """How reports name a degradation net: "ResNet-56" or "plain-56"."""
+    return f"{'ResNet' if kind == 'residual' else 'plain'}-{depth}"
+
+
 def net_args(budget: DegradationBudget, kind: str, depth: int, num_classes: int) -> dict:
     """``create_model("resnet20", **net_args(...))`` is the ``kind`` net of ``depth`` layers
     that :func:`train_net` trains (n = (depth - 2) / 6 units per stage)."""

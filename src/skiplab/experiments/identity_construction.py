@@ -36,6 +36,7 @@ from skiplab.analysis.identity import deepen_with_identity, max_output_differenc
 from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
+from skiplab.experiments.degradation import label as _name
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import classification_data, train_in_parallel
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
@@ -94,10 +95,6 @@ RESIDUAL_FINDS = Claim(
     "err(deep ResNet from scratch), in points",
     paper="ResNet-56 below ResNet-20 in training error (Fig. 6)",
 )
-
-
-def _name(kind: str, depth: int) -> str:
-    return f"{'ResNet' if kind == 'residual' else 'plain'}-{depth}"
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ from skiplab.analysis.landscape import (
 from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
+from skiplab.experiments.degradation import label as _name
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import classification_data, train_in_parallel
 from skiplab.experiments.verdict import Claim, Verdict, trained_guard
@@ -76,10 +77,6 @@ LESS_CONVEX = Claim(
     "margin of a seed is log2(ratio(plain) / ratio(ResNet)); fixed before these runs",
     paper="ResNet-56: convex-looking, ratio near 0; plain-56: chaotic, large ratios",
 )
-
-
-def _name(kind: str, depth: int) -> str:
-    return f"{'ResNet' if kind == 'residual' else 'plain'}-{depth}"
 
 
 class LossLandscape(Experiment):

@@ -30,6 +30,7 @@ from skiplab.analysis.responses import residual_responses
 from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
+from skiplab.experiments.degradation import label as _name
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import classification_data, train_in_parallel
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
@@ -71,10 +72,6 @@ DEEPER_SMALLER = Claim(
     _WHY_MIN + "; the margin of a seed is 1 - std(ResNet-{deep}) / std(ResNet-{shallow})",
     paper="the deeper ResNet has smaller magnitudes of responses (ResNet-20, 56, 110)",
 )
-
-
-def _name(kind: str, depth: int) -> str:
-    return f"{'ResNet' if kind == 'residual' else 'plain'}-{depth}"
 
 
 class ResidualResponses(Experiment):
