@@ -252,8 +252,8 @@ class TransformerGradients(Experiment):
                 for depth in depths:
                     row = [r for r in self._rows(results, norm, depth) if r["seed"] == seed]
                     if row:
-                        ratios.append((margin_of(fitted_log2_ratio(row[0]["ffn_w2"])), depth,
-                                       fitted_log2_ratio(row[0]["ffn_w2"])))  # fmt: skip
+                        ratio = fitted_log2_ratio(row[0]["ffn_w2"])
+                        ratios.append((margin_of(ratio), depth, ratio))
                 if ratios:
                     worst = min(ratios)
                     margins.append(worst[0])
