@@ -226,9 +226,12 @@ class TextLoader:
     (next-character targets), both int64 ``(B, block_size)``. Training batches take windows
     at random offsets, drawn from ``(seed, epoch, index)`` alone (no iterator state: batch
     ``index`` of ``epoch`` is the same whenever it is asked for); an epoch is
-    ``(N - 1) // (batch_size * block_size)`` batches, about one pass over the characters.
-    Evaluation batches (``train=False``) cover the split once in consecutive windows, the last
-    batch possibly smaller.
+    ``(N - 1) // (batch_size * world_size * block_size)`` batches, about one pass over the
+    characters. In a distributed run (``world_size`` processes) the windows of a global batch
+    of ``batch_size * world_size`` are drawn as one, and rank ``r`` takes the ``r``-th
+    ``batch_size`` of them, so the run sees the same windows for any split of the batch into
+    ranks. Evaluation batches (``train=False``) cover the split once in consecutive windows,
+    the last batch possibly smaller.
 
     Raises:
         ValueError: for a bad argument, or a split shorter than ``block_size + 1`` characters.
@@ -243,12 +246,18 @@ class TextLoader:
         train: bool,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not isinstance(dataset, TextDataset):
             raise ValueError(f"dataset must be a TextDataset; got {type(dataset).__name__}")
         check_int("batch_size", batch_size, 1)
         check_int("block_size", block_size, 1)
         check_int("seed", seed, 0)
+        check_int("world_size", world_size, 1)
+        check_int("rank", rank, 0, world_size - 1)
+        if not train and world_size > 1:
+            raise ValueError("evaluation batches are not split over ranks; use world_size=1")
         if len(dataset) < block_size + 1:
             raise ValueError(
                 f"block_size {block_size} needs at least {block_size + 1} characters; "
@@ -260,6 +269,7 @@ class TextLoader:
             bool(train),
             seed,
         )
+        self.rank, self.world_size = rank, world_size
         self.task = dataset.task
         self.device = torch.device(device)
         self.tokens = dataset.tokens.to(self.device)
@@ -267,7 +277,7 @@ class TextLoader:
 
     def __len__(self) -> int:
         if self.train:
-            return max(1, self.windows // self.batch_size)
+            return max(1, self.windows // (self.batch_size * self.world_size))
         return -(-self.windows // self.batch_size)
 
     def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +287,11 @@ class TextLoader:
         t = self.block_size
         if self.train:
             g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
-            starts = torch.randint(0, self.tokens.numel() - t, (self.batch_size,), generator=g)
+            b = self.batch_size
+            everyone = torch.randint(
+                0, self.tokens.numel() - t, (b * self.world_size,), generator=g
+            )
+            starts = everyone[self.rank * b : (self.rank + 1) * b]
         else:
             lo = index * self.batch_size
             starts = torch.arange(lo, min(lo + self.batch_size, self.windows)) * t

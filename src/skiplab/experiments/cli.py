@@ -34,6 +34,8 @@ from skiplab.experiments.segmentation_skips import FPNLaterals, UNetSkips
 from skiplab.experiments.shattered_gradients import ShatteredGradients
 from skiplab.experiments.shortcut_variants import ShortcutVariants
 from skiplab.experiments.transformer_gradients import TransformerGradients
+from skiplab.experiments.transformer_lesion import TransformerLesion
+from skiplab.experiments.transformer_residual import TransformerResidual
 from skiplab.hardware import AMPS, describe_precision
 from skiplab.registry import Registry
 
@@ -57,7 +59,9 @@ for _experiment in (
     ArchitectureTable,
     ShortcutVariants,
     NormalisationFree,
+    TransformerResidual,
     TransformerGradients,
+    TransformerLesion,
 ):
     EXPERIMENTS.add(_experiment.name, _experiment)
 

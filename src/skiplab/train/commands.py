@@ -1,6 +1,8 @@
 """The ``skiplab train``, ``skiplab eval`` and ``skiplab predict`` subcommands.
 
     skiplab train --model resnet56 --data cifar10 --data-dir PATH --out runs/NAME [--config F]
+    skiplab train --model gpt_d6 --data tinyshakespeare --data-dir PATH --out runs/NAME
+        --optimizer adamw --lr 1e-3 --schedule cosine --warmup linear --warmup-steps 100
     skiplab train --out runs/NAME --resume
     skiplab eval --run runs/NAME [--split test]          (or --checkpoint FILE)
     skiplab predict --run runs/NAME IMAGE_OR_FOLDER ... --out DIR
@@ -28,9 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skiplab.data import load_dataset
+from skiplab.data import TextDataset, load_dataset
 from skiplab.data.imagefolder import check_image_file, read_image
 from skiplab.data.limits import ENV_VAR, parse_bytes
+from skiplab.data.text import TASK as TEXT_TASK
 from skiplab.fileio import atomic_write, atomic_write_csv
 from skiplab.models import create_model
 from skiplab.models.pretrained import load_pretrained, read_weights_file
@@ -38,6 +41,7 @@ from skiplab.train.config import (
     AMPS,
     COMPILE_MODES,
     LOSSES,
+    OPTIMIZERS,
     PROGRESS,
     RECIPES,
     RUNTIME_FIELDS,
@@ -60,12 +64,17 @@ CHOICES = {
     "schedule": SCHEDULES,
     "warmup": WARMUPS,
     "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
     "amp": AMPS,
     "compile_mode": COMPILE_MODES,
     "progress": PROGRESS,
 }
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def text_data(data) -> bool:
+    return isinstance(data, TextDataset)
 
 
 def add_train_commands(sub) -> None:
@@ -277,12 +286,16 @@ def _eval(args: argparse.Namespace) -> int:
         if not (args.model and args.data):
             raise ValueError(f"{args.checkpoint} is a plain weights file: give --model and --data")
         read_weights_file(args.checkpoint)  # refuses an unsafe file before any other work
+        data = load_dataset(args.data, args.split or "test", data_dir=args.data_dir)
         split = args.split or "test"
-        data = load_dataset(args.data, split, data_dir=args.data_dir)
-        model = create_model(args.model, num_classes=len(data.classes))
+        if text_data(data):
+            model = create_model(args.model, vocab_size=len(data.vocab))
+        else:
+            model = create_model(args.model, num_classes=len(data.classes))
         report = load_pretrained(model, args.checkpoint)
         where, loss, source = str(args.checkpoint), "ce", f"sha256 {report.sha256}"
         tta_flip = bool(args.tta_flip)
+        block_size = getattr(model, "block_size", None) if text_data(data) else None
     else:
         run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)
         cfg = run.config
@@ -294,6 +307,9 @@ def _eval(args: argparse.Namespace) -> int:
         )
         model, where, loss, source = run.model, str(run.checkpoint), cfg.loss, str(run.checkpoint)
         tta_flip = cfg.tta_flip if args.tta_flip is None else args.tta_flip
+        block_size = cfg.block_size
+    if text_data(data) and (args.mean or args.std or args.tta_flip):
+        raise ValueError("--mean, --std and --tta-flip apply to images; the data are text")
     if args.mean or args.std:
         data = replace(data, mean=tuple(args.mean or data.mean), std=tuple(args.std or data.std))
     device = resolve_device(args.device)
@@ -301,6 +317,7 @@ def _eval(args: argparse.Namespace) -> int:
         model.to(device),
         data,
         batch_size=args.batch_size,
+        block_size=block_size,
         device=device,
         loss=loss,
         tta_flip=tta_flip,
@@ -312,8 +329,8 @@ def _eval(args: argparse.Namespace) -> int:
         "data": data.source,
         "split": split,
         "samples": len(data),
-        "mean": list(data.mean),
-        "std": list(data.std),
+        **({"block_size": block_size} if text_data(data) else {}),
+        **({} if text_data(data) else {"mean": list(data.mean), "std": list(data.std)}),
         **results,
     }
     if args.run:
@@ -333,6 +350,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --run RUN_FOLDER or --checkpoint step-N.json")
     run = load_run(args.run or Path(args.checkpoint).parent.parent, args.checkpoint)
     meta = run.meta
+    if meta["task"] == TEXT_TASK:
+        raise ValueError(
+            f"{run.checkpoint} is a language model: predict takes images. Sample text with "
+            "skiplab.train.load_run(RUN).model.generate(token_ids, max_new_tokens)"
+        )
     files = _image_files(args.inputs)
     # The mode the network was trained on; another one is refused, not converted.
     mode = "L" if meta["in_chans"] == 1 else "RGB"

@@ -32,6 +32,7 @@ SCHEDULES = ("step", "cosine", "onecycle")
 WARMUPS = ("auto", "error", "linear", "none")
 LOSSES = ("auto", "ce", "dice", "ce+dice")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+OPTIMIZERS = ("sgd", "adamw")
 
 # Each recipe is a row of overrides on top of the dataclass defaults (which are the paper's).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -90,11 +91,18 @@ class TrainConfig(Config):
             "cosine" (200 epochs), "onecycle" (30 epochs) or "fast" (20 epochs of batch 512,
             one-cycle, label smoothing, test-time flip, amp "auto", channels_last, compile).
         epochs, steps: Length of the run; set at most one (either replaces the recipe's).
-        batch_size: Global batch size (divided evenly over distributed processes).
-        lr: SGD learning rate (the peak of the one-cycle schedule).
+        batch_size: Global batch size (divided evenly over distributed processes); for text,
+            windows of block_size characters.
+        block_size: Text: characters per training and evaluation window (None: the model's
+            context, its ``block_size``). Not a setting of image runs.
+        optimizer: "sgd" (the paper's: momentum, nesterov, weight_decay on every parameter) or
+            "adamw" (Loshchilov & Hutter 2019: weight_decay decoupled, on weight matrices and
+            embeddings only, none on biases, norms and gains, as nanoGPT does; betas).
+        lr: Learning rate (the peak of the one-cycle schedule).
         momentum: SGD momentum.
-        nesterov: Nesterov momentum.
-        weight_decay: L2 weight decay (SGD's ``weight_decay``).
+        nesterov: Nesterov momentum (SGD only).
+        betas: AdamW's (beta1, beta2).
+        weight_decay: Weight decay (SGD: L2 on every parameter; AdamW: decoupled, matrices only).
         label_smoothing: Cross-entropy label smoothing (Szegedy et al. 2016).
         loss: "ce", "dice", "ce+dice", or "auto" (cross-entropy).
         schedule: "step" (lr * lr_decay at each milestone), "cosine" or "onecycle".
@@ -110,7 +118,8 @@ class TrainConfig(Config):
             fraction) drops below this (paper: 0.8).
         warmup_steps: Cap of the error-driven warm-up; length of the linear one.
         warmup_window: Steps averaged for the running training error.
-        augment: Random crop/flip (and rotations for segmentation) during training.
+        augment: Random crop/flip (and rotations for segmentation) during training; images
+            only (text windows are always drawn at random offsets).
         tta_flip: Evaluate on each image and its mirror, averaging the logits.
         crop_size: Segmentation training crop (None: full image).
         amp: Autocast precision: "none" (fp32), "bf16", "fp16" (needs CUDA; uses a GradScaler)
@@ -144,9 +153,12 @@ class TrainConfig(Config):
     epochs: int | None = None
     steps: int | None = None
     batch_size: int = 128
+    block_size: int | None = None
+    optimizer: str = choice("sgd", OPTIMIZERS)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
+    betas: tuple[float, ...] = (0.9, 0.999)
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     loss: str = choice("auto", LOSSES)
@@ -188,7 +200,7 @@ class TrainConfig(Config):
                 "set either epochs or steps, not both; "
                 f"got epochs={self.epochs}, steps={self.steps}"
             )
-        for name in ("epochs", "steps", "crop_size", "eval_batch_size"):
+        for name in ("epochs", "steps", "crop_size", "eval_batch_size", "block_size"):
             check_int(name, getattr(self, name), 1, optional=True)
         for name in ("batch_size", "warmup_window", "keep_checkpoints"):
             check_int(name, getattr(self, name), 1)
@@ -209,6 +221,12 @@ class TrainConfig(Config):
             )
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0; got momentum=0")
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError(f"nesterov is an SGD option; got optimizer={self.optimizer!r}")
+        if len(self.betas) != 2 or any(not 0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(
+                f"betas must be two numbers in [0, 1) (beta1, beta2); got {self.betas}"
+            )
 
 
 def resolve_config(

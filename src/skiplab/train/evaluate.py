@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.data import ArrayDataset, DeviceLoader, TextDataset, TextLoader
 from skiplab.fileio import atomic_write
 from skiplab.hardware import resolve_amp
 from skiplab.models import create_model, get_model_entry
@@ -39,9 +39,10 @@ def autocast(device: torch.device, amp: str):
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: ArrayDataset,
+    data: ArrayDataset | TextDataset,
     *,
     batch_size: int = 256,
+    block_size: int | None = None,
     device: str | torch.device = "cpu",
     loss: str = "ce",
     amp: str = "none",
@@ -51,6 +52,9 @@ def evaluate(
     """Loss and error metrics of ``model`` on all of ``data`` (in eval mode, no augmentation).
 
     Args:
+        batch_size: Images, or text windows, per forward pass.
+        block_size: Text only (and needed for it): characters per window; the split is read
+            once in consecutive windows, every character after the first predicted once.
         tta_flip: Test-time augmentation: average the logits of each image and of its
             horizontal mirror (for segmentation the mirrored prediction is flipped back first).
 
@@ -58,10 +62,22 @@ def evaluate(
         Classification: ``loss``, ``error`` (top-1), ``top5_error``. Segmentation: ``loss``,
         ``error`` (pixel error), ``iou`` and ``dice`` (means over classes), ``boundary_f1``
         (the boundary F-score at 2 pixels, mean over images) and, for two classes,
-        ``rand_error`` (see :mod:`skiplab.train.metrics`). Errors are fractions.
+        ``rand_error`` (see :mod:`skiplab.train.metrics`). Text: ``loss`` (nats per
+        character), ``error`` (next-character error), ``bits_per_char``. Errors are fractions.
     """
     device = torch.device(device)
-    loader = DeviceLoader(data, batch_size, train=False, device=device)
+    if isinstance(data, TextDataset):
+        if block_size is None:
+            raise ValueError(
+                f"evaluating text ({data.source}) needs block_size (characters per window)"
+            )
+        if tta_flip or channels_last:
+            raise ValueError("tta_flip and channels_last apply to images; the data are text")
+        loader = TextLoader(data, batch_size, block_size, train=False, device=device)
+    else:
+        if block_size is not None:
+            raise ValueError(f"block_size is for text; {data.source} holds images")
+        loader = DeviceLoader(data, batch_size, train=False, device=device)
     loss_fn = Loss(loss, data.task)  # no label smoothing: the plain loss
     meter = make_meter(data.task, len(data.classes))
     was_training = model.training

@@ -37,8 +37,9 @@ class Loss:
 
     Args:
         kind: "ce", "dice" or "ce+dice" (Dice only for segmentation).
-        task: "classification" (logits (N, K), target (N,)) or "segmentation" (logits
-            (N, K, H, W), target (N, H, W)).
+        task: "classification" (logits (N, K), target (N,)), "segmentation" (logits
+            (N, K, H, W), target (N, H, W)) or "language_modeling" (logits (B, T, V), target
+            (B, T): the mean next-token cross-entropy over all B * T positions).
         label_smoothing: Applied to the cross-entropy term.
     """
 
@@ -49,12 +50,14 @@ class Loss:
     def __post_init__(self) -> None:
         if self.kind not in LOSSES[1:]:
             raise ValueError(f"loss must be one of {list(LOSSES[1:])}; got {self.kind!r}")
-        if self.task == "classification" and self.kind != "ce":
-            raise ValueError(f"loss {self.kind!r} is for segmentation; classification uses 'ce'")
+        if self.task != "segmentation" and self.kind != "ce":
+            raise ValueError(f"loss {self.kind!r} is for segmentation; {self.task} uses 'ce'")
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # float32 even under autocast: the log-softmax of bf16/fp16 logits loses precision.
         logits = logits.float()
+        if self.task == "language_modeling":  # (B, T, V), (B, T) -> (B*T, V), (B*T,)
+            logits, target = logits.flatten(0, 1), target.flatten()
         loss = logits.new_zeros(())
         if self.kind in ("ce", "ce+dice"):
             loss = loss + F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)

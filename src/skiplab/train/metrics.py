@@ -253,6 +253,27 @@ class ClassificationMeter:
         return {"loss": self.loss_sum / n, "error": self.wrong1 / n, "top5_error": self.wrong5 / n}
 
 
+class LanguageModelMeter:
+    """Accumulates the next-token loss and error over batches of logits (B, T, V) and targets
+    (B, T), weighting every token alike; ``bits_per_char`` is the loss (nats) over ln 2."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.loss_sum = 0.0
+        self.wrong = 0
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: float) -> None:
+        n = target.numel()
+        self.tokens += n
+        self.loss_sum += loss * n  # loss: the batch's mean over its tokens
+        self.wrong += int((logits.argmax(dim=-1) != target).sum())
+
+    def result(self) -> dict[str, float]:
+        n = max(self.tokens, 1)
+        loss = self.loss_sum / n
+        return {"loss": loss, "error": self.wrong / n, "bits_per_char": loss / math.log(2)}
+
+
 class SegmentationMeter:
     """Accumulates a confusion matrix (for IoU, Dice, pixel error), per-image Rand errors and
     per-image boundary F-scores.
@@ -347,10 +368,12 @@ class SegmentationMeter:
 
 def make_meter(
     task: str, num_classes: int, ignore_index: int | None = None
-) -> ClassificationMeter | SegmentationMeter:
+) -> ClassificationMeter | SegmentationMeter | LanguageModelMeter:
     """The meter for a task; the Rand error is computed for two-class segmentation only."""
     if task == "classification":
         return ClassificationMeter()
+    if task == "language_modeling":
+        return LanguageModelMeter()
     return SegmentationMeter(
         num_classes, foreground=1 if num_classes == 2 else None, ignore_index=ignore_index
     )

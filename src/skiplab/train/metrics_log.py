@@ -2,9 +2,10 @@
 
 Columns: step, epoch (fractional for a run that ends in mid-epoch), lr, train_loss,
 train_error, the validation metrics (loss, error, top5_error; or loss, error (pixel), iou,
-dice, rand_error), seconds (wall time of the epoch's training steps and evaluation). Errors are
-fractions in [0, 1]. An epoch without evaluation leaves the validation cells empty (null in
-JSON). On resume, rows after the checkpoint's step are dropped (they are recomputed).
+dice, rand_error; or for text loss, error (next character), bits_per_char), seconds (wall time
+of the epoch's training steps and evaluation). Errors are fractions in [0, 1]. An epoch
+without evaluation leaves the validation cells empty (null in JSON). On resume, rows after the
+checkpoint's step are dropped (they are recomputed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from skiplab.fileio import atomic_write
 VAL_COLUMNS = {
     "classification": ("val_loss", "val_error", "val_top5_error"),
     "segmentation": ("val_loss", "val_error", "val_iou", "val_dice", "val_rand_error"),
+    "language_modeling": ("val_loss", "val_error", "val_bits_per_char"),
 }
 
 
@@ -91,6 +93,7 @@ class MetricsLog:
                 ("val_iou", "IoU"),
                 ("val_dice", "Dice"),
                 ("val_rand_error", "Rand err"),
+                ("val_bits_per_char", "bits/char"),
             ):
                 if row.get(key) is not None and not math.isnan(row[key]):
                     val += f" {name} {pct(key) if 'error' in key else f'{row[key]:.4f}'}"

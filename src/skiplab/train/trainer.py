@@ -42,7 +42,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from skiplab.data import ArrayDataset, DeviceLoader
+from skiplab.data import ArrayDataset, DeviceLoader, TextDataset, TextLoader
+from skiplab.data.text import TASK as TEXT_TASK
 from skiplab.hardware import describe_precision, resolve_amp
 from skiplab.train import build, distributed, runtime
 from skiplab.train.checkpoint import (
@@ -126,7 +127,8 @@ class Trainer:
     Args:
         cfg: The run's settings (see :class:`TrainConfig`).
         model: A module to train instead of ``cfg.model`` (then ``cfg.model`` must be None).
-        train_data, val_data: Datasets to use instead of loading ``cfg.data``.
+        train_data, val_data: Datasets to use instead of loading ``cfg.data``
+            (``ArrayDataset`` images, or ``TextDataset`` characters for a language model).
         callbacks: A callable is called as ``callback(trainer)`` after every step (e.g. to
             stop early); an object with an ``on_epoch_end(trainer, row)`` method has it called
             at the end of every epoch (and of the run) with the metrics row written to
@@ -144,8 +146,8 @@ class Trainer:
         cfg: TrainConfig,
         *,
         model: nn.Module | None = None,
-        train_data: ArrayDataset | None = None,
-        val_data: ArrayDataset | None = None,
+        train_data: ArrayDataset | TextDataset | None = None,
+        val_data: ArrayDataset | TextDataset | None = None,
         callbacks: Sequence[Callable[[Trainer], None]] = (),
         resume: bool = False,
     ) -> None:
@@ -184,6 +186,7 @@ class Trainer:
             )
         self.train_data, self.val_data, cfg = build.load_data(cfg, train_data, val_data)
         self.task = self.train_data.task
+        build.check_data_settings(cfg, self.train_data)
         model, self.cfg = build.model_and_config(cfg, self.train_data, model)
         cfg = self.cfg
         # Dropout / drop-path draw from the global generator: one stream per rank.
@@ -200,31 +203,34 @@ class Trainer:
         self.net = runtime.compile_network(net, cfg.compile_mode) if cfg.compile else net
 
         self.loss_fn = Loss(cfg.loss, self.task, cfg.label_smoothing)
-        self.loader = DeviceLoader(
-            self.train_data,
-            cfg.batch_size // world,
-            train=True,
-            seed=cfg.seed,
-            device=self.device,
-            augment=cfg.augment,
-            rank=self.dist.rank,
-            world_size=world,
-            crop_size=cfg.crop_size,
-        )
+        self.loader: DeviceLoader | TextLoader
+        if self.task == TEXT_TASK:  # windows of block_size characters at random offsets
+            self.loader = TextLoader(
+                self.train_data,
+                cfg.batch_size // world,
+                cfg.block_size,
+                train=True,
+                seed=cfg.seed,
+                device=self.device,
+                rank=self.dist.rank,
+                world_size=world,
+            )
+        else:
+            self.loader = DeviceLoader(
+                self.train_data,
+                cfg.batch_size // world,
+                train=True,
+                seed=cfg.seed,
+                device=self.device,
+                augment=cfg.augment,
+                rank=self.dist.rank,
+                world_size=world,
+                crop_size=cfg.crop_size,
+            )
         build.check_output(self.model, *self.loader.batch(0, 0), self.train_data)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = cfg.steps or cfg.epochs * self.steps_per_epoch
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-            # The multi-tensor update: bit-identical to the per-parameter loop, which torch
-            # picks on a CPU, and faster there for nets of many small tensors (measured:
-            # docs/benchmarks.md, section 'Per-step overheads of the trainer').
-            foreach=True,
-        )
+        self.optimizer = build.make_optimizer(cfg, self.model)
         self.schedule = LRSchedule(cfg, self.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.guard = StepGuard(self.dist, self.device)
@@ -326,7 +332,9 @@ class Trainer:
             return self._result("finished", f"{self.out} is already complete at step {self.step}")
         self.log(
             f"training {cfg.model or type(self.model).__name__} on {self.train_data.source}: "
-            f"{self.total_steps} steps of {cfg.batch_size} ({self.steps_per_epoch} per epoch) "
+            f"{self.total_steps} steps of {cfg.batch_size}"
+            f"{f' windows of {cfg.block_size}' if cfg.block_size else ''} "
+            f"({self.steps_per_epoch} per epoch) "
             f"on {self.device} x {self.dist.world_size} -> {self.out}; "
             f"{describe_precision(cfg.amp, cfg.channels_last, self.device)}"
         )
@@ -382,9 +390,10 @@ class Trainer:
         return stop
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
-        """One SGD step on this rank's share of the batch: images ``x`` (B, C, H, W), targets
-        ``y`` (B,) or, for segmentation, (B, H, W). Returns True when some rank got a signal or
-        a stop request.
+        """One optimizer step on this rank's share of the batch: images ``x`` (B, C, H, W),
+        targets ``y`` (B,) or, for segmentation, (B, H, W); or for text token ids ``x`` and
+        next tokens ``y``, both (B, T). Returns True when some rank got a signal or a stop
+        request.
 
         The core is the loop of every PyTorch example: forward, loss, backward, update. The
         lines marked "guard" make every rank agree, before the update, on what ends the run
@@ -403,10 +412,11 @@ class Trainer:
         if self.cfg.compile:  # CUDA graphs must be told that a new step begins
             runtime.begin_compiled_step(self.cfg.compile_mode)
         with autocast(self.device, self.cfg.amp):
-            logits = self.net(x)  # (B, K), or (B, K, H, W) for segmentation
+            logits = self.net(x)  # (B, K); (B, K, H, W) segmentation; (B, T, V) text
         loss = self.loss_fn(logits, y)  # 0-d, float32: Loss upcasts the logits itself
         # guard: loss, errors and flags summed over ranks (queued; read after the backward)
-        sums = self.guard.all_reduce(loss, _wrong(logits, y), non_finite, flags)
+        wrong = _wrong(logits, y, class_dim=-1 if self.task == TEXT_TASK else 1)
+        sums = self.guard.all_reduce(loss, wrong, non_finite, flags)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # scale() is the identity unless amp is fp16
         # guard: the step's one wait for the device, after the backward so that forward and
@@ -459,6 +469,7 @@ class Trainer:
                     device=self.device,
                     loss=cfg.loss,
                     batch_size=cfg.eval_batch_size or cfg.batch_size,
+                    block_size=cfg.block_size,
                     amp=cfg.amp,
                     channels_last=cfg.channels_last,
                     tta_flip=cfg.tta_flip,
@@ -522,9 +533,13 @@ class Trainer:
                 "lr": self.lr,
             }
             data = self.train_data  # what eval and predict need to know without the data
-            meta = {"task": self.task, "classes": list(data.classes), "mean": list(data.mean),
-                    "std": list(data.std), "in_chans": int(data.images.shape[1]),
+            meta = {"task": self.task, "classes": list(data.classes),
                     "data_source": data.source, "metrics": self.last_metrics}  # fmt: skip
+            if self.task == TEXT_TASK:
+                meta["block_size"] = self.cfg.block_size
+            else:
+                meta.update(mean=list(data.mean), std=list(data.std),
+                            in_chans=int(data.images.shape[1]))  # fmt: skip
             self.last_checkpoint = write_checkpoint(
                 self.ckpt_dir,
                 step=self.step,
@@ -590,9 +605,10 @@ class Trainer:
         )
 
 
-def _wrong(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Misclassified targets (pixels, for segmentation) of a batch: a 0-d tensor."""
-    return (logits.detach().argmax(dim=1) != y).sum()
+def _wrong(logits: torch.Tensor, y: torch.Tensor, class_dim: int = 1) -> torch.Tensor:
+    """Misclassified targets (pixels for segmentation, next tokens for text) of a batch: a 0-d
+    tensor. ``class_dim``: where the logits hold the classes (1; -1 for text's (B, T, V))."""
+    return (logits.detach().argmax(dim=class_dim) != y).sum()
 
 
 def _new_sums() -> dict[str, float]:
