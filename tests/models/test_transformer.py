@@ -4,6 +4,8 @@ hand-written formulas, the analyses through iter_blocks, clear errors, compile a
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,6 +95,11 @@ class TestGPTPlain(GPTTester):
     overrides = {"residual": False}
 
 
+class TestGPTSinusoidal(GPTTester):
+    names = ("gpt_d2",)
+    overrides = {"pos": "sinusoidal"}
+
+
 class TestViT(ModelTester):
     names = VIT_NAMES
 
@@ -180,6 +187,28 @@ def test_parameter_count_of_every_option(norm, rezero):
     )
     vit = create_model("vit_d6", norm=norm, rezero=rezero)
     assert count_parameters(vit) == vit_params(6, norm=norm, rezero=rezero)
+
+
+def test_sinusoidal_positions_are_vaswanis_and_have_no_parameters():
+    from skiplab.models.transformer import sinusoidal_positions
+
+    table = sinusoidal_positions(3, 4)
+    # PE[t, 2i] = sin(t / 10000^(2i/4)), PE[t, 2i+1] = cos(...): frequencies 1 and 1/100.
+    expected = torch.tensor([math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)])
+    torch.testing.assert_close(table[2], expected)
+    assert torch.equal(table[0], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    model = create_model("gpt_d2", pos="sinusoidal", **SMALL)
+    learned = create_model("gpt_d2", **SMALL)
+    assert "wpe.weight" not in model.state_dict() and "pos_table" not in model.state_dict()
+    assert count_parameters(learned) - count_parameters(model) == 16 * 32  # block_size x n_embd
+    x = tokens(2, 5, 11)
+    with torch.no_grad():  # the embedding is the token embedding plus the fixed table
+        emb = model.embed(x)
+    torch.testing.assert_close(emb, model.wte(x) + sinusoidal_positions(16, 32)[:5])
+    with pytest.raises(ValueError, match="pos must be one of"):
+        create_model("gpt_d2", pos="rotary")
+    with pytest.raises(ValueError, match="even width"):
+        create_model("gpt_d2", pos="sinusoidal", n_embd=3, n_head=1)
 
 
 def test_vit_parameter_count_by_hand():

@@ -24,7 +24,8 @@ Models (``depth`` in the registry counts Transformer blocks):
 
 - ``gpt_d2``, ``gpt_d6``, ``gpt_d12``, ``gpt_d24`` (family "gpt", task "language_modeling"): a
   decoder-only character language model after nanoGPT (Karpathy; GPT-2, Radford et al. 2019):
-  token and learned position embeddings, ``n_layer`` blocks of causal self-attention
+  token and position embeddings (learned, or ``pos="sinusoidal"``: Vaswani et al.'s fixed
+  sines and cosines), ``n_layer`` blocks of causal self-attention
   (``torch.nn.functional.scaled_dot_product_attention(is_causal=True)``) and a 4x MLP with GELU,
   width 128, 4 heads, context 256 characters, vocabulary 65 (tinyshakespeare's characters), and
   a linear head without bias (not tied to the embedding). Input: int64 token ids (B, T) with
@@ -73,6 +74,23 @@ NORMS = ("pre", "post", "none")
 
 
 # -- the parts ------------------------------------------------------------------------------------
+POSITIONS = ("learned", "sinusoidal")
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """Vaswani et al. 2017, section 3.5: PE[t, 2i] = sin(t / 10000^(2i/dim)),
+    PE[t, 2i+1] = cos(t / 10000^(2i/dim)); float32 (length, dim), dim even."""
+    check_positive_int("length", length)
+    if not isinstance(dim, int) or dim < 2 or dim % 2:
+        raise ValueError(f"sinusoidal positions need an even width >= 2; got {dim!r}")
+    t = torch.arange(length, dtype=torch.float64)[:, None]  # (T, 1)
+    freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
+    table = torch.empty(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(t * freq)
+    table[:, 1::2] = torch.cos(t * freq)
+    return table.float()
+
+
 class Gain(nn.Module):
     """A learned scalar ``alpha`` times the input (ReZero, Bachlechner et al. 2020); starts at
     ``init`` (0: the branch it scales starts switched off)."""
@@ -284,12 +302,16 @@ class GPTConfig(_BlockOptions):
         dropout: On embeddings, attention weights and branch outputs (0).
         init_std: Std of the normal initialisation (0.02).
         scaled_init: Output projections at ``init_std / sqrt(2 * n_layer)`` (GPT-2).
-        block_size: Longest sequence (context) the model takes: its learned positions.
+        block_size: Longest sequence (context) the model takes.
         vocab_size: Tokens (65: tinyshakespeare's characters).
+        pos: "learned" (a position embedding ``wpe``, GPT-2) or "sinusoidal" (the fixed
+            sines and cosines of Vaswani et al. 2017, section 3.5: no parameters, a
+            non-persistent buffer, so the state_dict has no ``wpe``).
     """
 
     block_size: int = 256
     vocab_size: int = 65
+    pos: str = choice("learned", POSITIONS)
 
     def __post_init__(self) -> None:
         self._check_blocks()
@@ -351,9 +373,13 @@ class GPT(SkipNet):
         self.block_size = cfg.block_size
         self.vocab_size = cfg.vocab_size
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        for emb in (self.wte, self.wpe):
-            nn.init.normal_(emb.weight, std=cfg.init_std)
+        nn.init.normal_(self.wte.weight, std=cfg.init_std)
+        if cfg.pos == "learned":
+            self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+            nn.init.normal_(self.wpe.weight, std=cfg.init_std)
+        else:  # fixed: recomputed at construction, never saved
+            table = sinusoidal_positions(cfg.block_size, cfg.n_embd)
+            self.register_buffer("pos_table", table, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = cfg.make_blocks(causal=True)
         self.ln_f = nn.LayerNorm(cfg.n_embd) if cfg.norm == "pre" else nn.Identity()
@@ -392,7 +418,8 @@ class GPT(SkipNet):
         """Token ids (B, T) -> token + position embeddings (B, T, n_embd), checked first."""
         self.check_input(idx)
         t = idx.shape[1]
-        return self.drop(self.wte(idx) + self.wpe.weight[:t])  # (B, T, C) + (T, C)
+        pos = self.wpe.weight[:t] if self.cfg.pos == "learned" else self.pos_table[:t]
+        return self.drop(self.wte(idx) + pos)  # (B, T, C) + (T, C)
 
     def forward_intermediates(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Every block's output, (B, T, n_embd), in ``feature_info`` order."""
