@@ -29,7 +29,9 @@ EXPERIMENT_ORDER = [
     "architecture-table",
     "shortcut-variants",
     "normalisation-free",
+    "transformer-residual",
     "transformer-gradients",
+    "transformer-lesion",
 ]
 # The table of skiplab/selftest/__init__.py and docs/reliability.md.
 FAULT_ORDER = [
