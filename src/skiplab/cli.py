@@ -4,6 +4,7 @@ skiplab models [PATTERN] [--family F] [--json]   table of registered models
 skiplab summary NAME [--input-size C H W]       per-stage shapes, parameters and MACs
 skiplab train / eval / predict                  training engine (see docs/training.md)
 skiplab reproduce [EXPERIMENT ...] / report     the chapter's experiments and report
+skiplab compare REFERENCE NEW                   does a re-run reproduce a run's numbers?
 skiplab bench / export                          benchmarks; models for inference (BN folded, ONNX)
 """
 

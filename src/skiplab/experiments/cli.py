@@ -1,8 +1,9 @@
-"""``skiplab reproduce`` and ``skiplab report``.
+"""``skiplab reproduce``, ``skiplab report`` and ``skiplab compare``.
 
 skiplab reproduce [EXPERIMENT ...] --budget quick --data synthetic --out runs/demo
 skiplab reproduce degradation --budget paper ... --time-limit 480   # exit 75: run it again
 skiplab report runs/demo
+skiplab compare docs/results/standard-text runs/std-text   # exit 1 when a claim moved
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from skiplab.experiments import compare
 from skiplab.experiments.architecture_table import ArchitectureTable
 from skiplab.experiments.base import BUDGETS, Experiment, Settings, environment_info, run_one
 from skiplab.experiments.degradation import Degradation
@@ -111,6 +113,26 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser(
+        "compare",
+        help="does a re-run reproduce a run's numbers within their intervals?",
+        description="Match the claims of two runs (folders or verdicts.json files) and show, "
+        "per claim, both statuses, the reference margin and 95% CI against the new margin, "
+        "whether it lies within, and the per-seed differences. Exit status 0 when every claim "
+        "is in both, agrees in status and lies within the reference interval; 1 otherwise.",
+    )
+    p.add_argument("reference", type=Path, help="the run to reproduce (e.g. docs/results/...)")
+    p.add_argument("new", type=Path, help="the re-run")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as JSON here")
+    p.add_argument(
+        "--experiment",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="compare only these experiments' claims (repeatable)",
+    )
+    p.set_defaults(func=cmd_compare)
+
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     unknown = [n for n in args.experiments if n not in EXPERIMENTS]
@@ -162,3 +184,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     print(build_report(args.run_dir, [experiment() for experiment in EXPERIMENTS.values()]))
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    result = compare.compare_runs(args.reference, args.new, args.experiment)
+    print(compare.markdown_table(result.rows))
+    print()
+    print(result.summary())
+    if args.json:
+        compare.write_json(result, args.json)
+    return result.exit_status
