@@ -419,7 +419,13 @@ class TransformerResidual(Experiment):
         depths = results["depths"]
         colors = {"post": "tab:red", "pre": "tab:blue", "rezero": "tab:green", "plain": "tab:gray"}
         fig, axes = subplots(1, len(depths) + 1, figsize=(5.2 * (len(depths) + 1), 4.2))
-        top = results["uniform_bits"]
+        # The axis spans the measured values and the unigram line (a diverged run sits at the
+        # uniform prediction, above it: clipped, and said so in the caption).
+        finals = [self.final_bits(results, r) for r in results["runs"]]
+        curve = [row["val_bits_per_char"] for r in results["runs"] for row in r["curve"]]
+        values = [v for v in finals + curve if v is not None and math.isfinite(v)]
+        bottom = min(values + [results["unigram_bits"]]) - 0.15
+        top = max(values + [results["unigram_bits"]]) + 0.15
         for ax, depth in zip(axes, depths, strict=False):
             for variant, warm in PLAN:
                 runs = [r for r in self._runs(results, variant, warm, depth) if not r["diverged"]]
@@ -449,7 +455,7 @@ class TransformerResidual(Experiment):
                         lw=0,
                     )
             ax.axhline(results["unigram_bits"], color="grey", ls=":", label="unigram model")
-            ax.set_ylim(0, top)
+            ax.set_ylim(bottom, top)
             ax.set_title(f"{depth} blocks", fontsize=9)
             ax.set_xlabel("step")
             ax.set_ylabel("validation bits per character")
@@ -473,7 +479,7 @@ class TransformerResidual(Experiment):
             )
         ax.set_xticks(range(len(depths)), [f"{d} blocks" for d in depths])
         ax.axhline(results["unigram_bits"], color="grey", ls=":")
-        ax.set_ylim(0, top)
+        ax.set_ylim(bottom, top)
         ax.set_ylabel("final validation bits per character (every seed)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -483,9 +489,10 @@ class TransformerResidual(Experiment):
             Figure(
                 "transformer_residual",
                 "Validation bits per character during training at each depth (mean over seeds, "
-                "range shaded; dashed: without warm-up), and the final value of every seed "
-                "(right; a diverged run at the uniform prediction). Dotted: the unigram model "
-                "(character frequencies, no context).",
+                "range shaded; dashed with crosses: without warm-up; one point per evaluation), "
+                "and the final value of every seed (right; a diverged run counts at the uniform "
+                "prediction, off the axis). Dotted: the unigram model (character frequencies, "
+                "no context).",
             )
         ]
 
