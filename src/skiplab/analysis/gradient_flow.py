@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from skiplab.models._base import frozen_bn_stats
 
@@ -118,6 +119,7 @@ def block_jacobian_terms(
     differentiates the block alone (Jacobian-vector products; BatchNorm statistics are not
     changed). Blocks that
     change the shape (downsampling units) are left out: their Jacobian is not square.
+    Transformer blocks work too (their attention is differentiated on SDPA's math kernel).
     """
     inputs: dict[str, torch.Tensor] = {}
     handles = []
@@ -147,8 +149,9 @@ def block_jacobian_terms(
             v = torch.randn(xin.shape, generator=g).to(xin)
             v = v / v.norm()
             # autograd's double-backward JVP: works with BN in train mode, whose running
-            # statistics frozen_bn_stats keeps unchanged.
-            with frozen_bn_stats(block):
+            # statistics frozen_bn_stats keeps unchanged. Attention runs on SDPA's math kernel:
+            # the fused CPU kernel has no double backward (a Transformer block would fail).
+            with frozen_bn_stats(block), sdpa_kernel(SDPBackend.MATH):
                 _, jv = torch.autograd.functional.jvp(block, xin, v)
             tot += float(jv.norm())
             res += float((jv - v).norm())

@@ -52,8 +52,9 @@ zero, e.g. ``replaced_method(block.attn, "forward", torch.zeros_like)`` from
 :func:`skiplab.analysis.gradient_flow.gradient_norms` works as it is;
 :func:`~skiplab.analysis.gradient_flow.block_jacobian_terms` differentiates the backward pass,
 which PyTorch's fused CPU attention kernel does not implement (``derivative for
-aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented``): run it under
-``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``.
+aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented``); it runs the
+attention on ``SDPBackend.MATH`` itself. Code of your own that takes double derivatives through
+these models needs ``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`` too.
 """
 
 from __future__ import annotations
