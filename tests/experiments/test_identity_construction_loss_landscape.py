@@ -115,6 +115,22 @@ def test_identity_claims_rest_on_trained_nets_only():
     assert "plain-56 seed 0" in v[1].note and "ResNet-56 seed 0" in v[2].note
 
 
+def test_identity_table_shows_mean_sd_and_every_seed():
+    # The rows as the experiment's own cell formatter wrote them (skiplab 07c5b69).
+    results = _identity_results({"plain": 40.0, "residual": 25.0})
+    results.update(data={"train": "synthetic"}, train_images=40)
+    lines = IdentityConstruction().section(results, [], []).splitlines()
+    assert lines[-2:] == [
+        "| plain | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 1e-08 | "
+        "40.1 ± 0.1% (40.0, 40.1, 40.2) |",
+        "| ResNet | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 1e-08 | "
+        "25.1 ± 0.1% (25.0, 25.1, 25.2) |",
+    ]
+    results["nets"] = [n for n in results["nets"] if n["seed"] == 0]
+    lines = IdentityConstruction().section(results, [], []).splitlines()
+    assert lines[-1] == "| ResNet | 30.0% | 30.0% | 1e-08 | 25.0% |"
+
+
 def _landscape_results(plain: float, res: float, loss: float = TRAINED) -> dict:
     nets = [
         {
@@ -144,3 +160,23 @@ def test_landscape_claim_needs_a_factor_two(plain, res, status):
 def test_landscape_claim_rests_on_trained_nets_only():
     (v,) = LossLandscape().verdicts(_landscape_results(0.4, 0.02, loss=AT_CHANCE))
     assert v.status == "INCONCLUSIVE" and "plain-56 seed 0" in v.note
+
+
+def test_landscape_table_shows_mean_sd_and_every_seed():
+    # The rows as the experiment's own cell formatter wrote them (skiplab 07c5b69).
+    results = {**_landscape_results(0.4, 0.02), "images": 24, "data": "synthetic"}
+    for n in results["nets"]:
+        n["center_loss"] = 0.5 + 0.01 * n["seed"]
+    lines = LossLandscape().section(results, [], []).splitlines()
+    assert lines[-2:] == [
+        "| plain-56 | 0.51 ± 0.01 | 1 ± 0 | -0.4 ± 0 | 0.42 ± 0.02 | 0.4, 0.42, 0.44 | 0.5 ± 0 |",
+        "| ResNet-56 | 0.51 ± 0.01 | 1 ± 0 | -0.02 ± 0 | 0.021 ± 0.001 | 0.02, 0.021, 0.022 | "
+        "0.5 ± 0 |",
+    ]
+    results["nets"] = [n for n in results["nets"] if n["seed"] == 0]
+    results["nets"][0]["train_loss"] = math.nan
+    lines = LossLandscape().section(results, [], []).splitlines()
+    assert lines[-2:] == [
+        "| plain-56 | 0.5 | 1 | -0.4 | 0.4 | 0.4 | nan |",
+        "| ResNet-56 | 0.5 | 1 | -0.02 | 0.02 | 0.02 | 0.5 |",
+    ]
