@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+from skiplab.data import ArrayDataset
 from skiplab.experiments import degradation, identity_construction, loss_landscape
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.identity_construction import IdentityConstruction
@@ -71,6 +73,31 @@ def test_loss_landscape_measures_the_deepest_degradation_nets(run_dir):
         assert row["lambda_max"] >= row["lambda_min"]
         assert row["ratio"] == pytest.approx(abs(row["lambda_min"] / row["lambda_max"]))
     assert (run_dir / "loss-landscape" / "loss_landscape.png").stat().st_size > 1000
+
+
+# -- the training images measured -----------------------------------------------------------------
+# The indices that identity-construction and loss-landscape drew from 50 training images, 12 of
+# them, before the draw moved into degradation.training_subset (skiplab 07c5b69: each
+# experiment's own DeviceLoader(train, 12, train=True, augment=False, seed=SUBSET_SEED = 7)).
+SUBSET_OF_50 = [41, 12, 9, 29, 49, 16, 38, 17, 45, 39, 7, 26]
+
+
+def test_training_subset_draws_the_images_it_always_drew():
+    n = 50  # one-pixel images whose label is their index: the labels are the indices drawn
+    data = ArrayDataset(
+        images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).contiguous(),
+        targets=torch.arange(n),
+        classes=tuple(str(i) for i in range(n)),
+        task="classification",
+        mean=(0.0,),
+        std=(1.0,),
+        source="indices",
+    )
+    x, y = degradation.training_subset(data, 12)
+    assert y.tolist() == SUBSET_OF_50
+    assert torch.equal(x.flatten(), torch.tensor(SUBSET_OF_50) / 255.0)  # not augmented
+    _, every = degradation.training_subset(data, 100)  # more than there are: all of them
+    assert every[:12].tolist() == SUBSET_OF_50 and sorted(every.tolist()) == list(range(n))
 
 
 # -- claims on made-up results --------------------------------------------------------------------

@@ -56,7 +56,6 @@ BUDGETS = {
     "paper": IdentityBudget(50000, 1000),
 }
 KINDS = ("plain", "residual")
-SUBSET_SEED = 7  # the training images measured: a fixed random subset, the same for every net
 DIGITS = 5.0
 
 SAME_FUNCTION = Claim(
@@ -131,10 +130,7 @@ class IdentityConstruction(Experiment):
         x_check, _ = DeviceLoader(
             test, min(budget.check_images, len(test)), train=False, device=device
         ).batch(0, 0)
-        n_train = min(budget.train_images, len(train))
-        x_train, y_train = DeviceLoader(
-            train, n_train, train=True, augment=False, seed=SUBSET_SEED, device=device
-        ).batch(0, 0)
+        x_train, y_train = degradation.training_subset(train, budget.train_images, device)
         rows = []
         for seed in settings.seeds:
             for kind in KINDS:

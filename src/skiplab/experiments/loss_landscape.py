@@ -35,7 +35,6 @@ from skiplab.analysis.landscape import (
     hessian_extreme_eigenvalues,
     loss_surface,
 )
-from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.degradation import label as _name
@@ -63,7 +62,6 @@ BUDGETS = {
     "paper": LandscapeBudget(51, 50000, 50),
 }
 KINDS = ("plain", "residual")
-SUBSET_SEED = 7  # the training images measured: a fixed random subset, the same for every net
 DIRECTION_SEEDS = (1001, 1002)  # offset by the net's seed
 
 LESS_CONVEX = Claim(
@@ -96,10 +94,8 @@ class LossLandscape(Experiment):
         }
         train_in_parallel(settings, degradation.train_net, list(tasks.values()))
         device = settings.device
-        n = min(budget.images, len(train))
-        x, y = DeviceLoader(
-            train, n, train=True, augment=False, seed=SUBSET_SEED, device=device
-        ).batch(0, 0)
+        x, y = degradation.training_subset(train, budget.images, device)
+        n = x.shape[0]
         batches = [(x[i : i + budget.batch], y[i : i + budget.batch])
                    for i in range(0, n, budget.batch)]  # fmt: skip
         grid = torch.linspace(-budget.span, budget.span, budget.points)
