@@ -14,21 +14,13 @@ from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.identity_construction import IdentityConstruction
 from skiplab.experiments.loss_landscape import LossLandscape
 from skiplab.experiments.report import build_report
-from skiplab.experiments.training import DataPlan
 
-TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
-TINY_NETS = {"widths": (4, 8, 16), "stem_width": 4}
 TRAINED, AT_CHANCE = 0.5, 2.3  # final training losses; chance is ln 10 = 2.303
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_degradation):
     patch = pytest.MonkeyPatch()
-    patch.setitem(
-        degradation.BUDGETS,
-        "quick",
-        degradation.DegradationBudget((8, 14), 1, 16, 0.1, TINY_DATA, TINY_NETS),
-    )
     patch.setitem(
         identity_construction.BUDGETS, "quick", identity_construction.IdentityBudget(40, 16)
     )
