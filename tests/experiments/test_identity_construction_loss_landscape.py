@@ -6,27 +6,21 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+from skiplab.data import ArrayDataset
 from skiplab.experiments import degradation, identity_construction, loss_landscape
 from skiplab.experiments.base import Settings, load_results, run_one
 from skiplab.experiments.identity_construction import IdentityConstruction
 from skiplab.experiments.loss_landscape import LossLandscape
 from skiplab.experiments.report import build_report
-from skiplab.experiments.training import DataPlan
 
-TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
-TINY_NETS = {"widths": (4, 8, 16), "stem_width": 4}
 TRAINED, AT_CHANCE = 0.5, 2.3  # final training losses; chance is ln 10 = 2.303
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_degradation):
     patch = pytest.MonkeyPatch()
-    patch.setitem(
-        degradation.BUDGETS,
-        "quick",
-        degradation.DegradationBudget((8, 14), 1, 16, 0.1, TINY_DATA, TINY_NETS),
-    )
     patch.setitem(
         identity_construction.BUDGETS, "quick", identity_construction.IdentityBudget(40, 16)
     )
@@ -73,6 +67,31 @@ def test_loss_landscape_measures_the_deepest_degradation_nets(run_dir):
     assert (run_dir / "loss-landscape" / "loss_landscape.png").stat().st_size > 1000
 
 
+# -- the training images measured -----------------------------------------------------------------
+# The indices that identity-construction and loss-landscape drew from 50 training images, 12 of
+# them, before the draw moved into degradation.training_subset (skiplab 07c5b69: each
+# experiment's own DeviceLoader(train, 12, train=True, augment=False, seed=SUBSET_SEED = 7)).
+SUBSET_OF_50 = [41, 12, 9, 29, 49, 16, 38, 17, 45, 39, 7, 26]
+
+
+def test_training_subset_draws_the_images_it_always_drew():
+    n = 50  # one-pixel images whose label is their index: the labels are the indices drawn
+    data = ArrayDataset(
+        images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).contiguous(),
+        targets=torch.arange(n),
+        classes=tuple(str(i) for i in range(n)),
+        task="classification",
+        mean=(0.0,),
+        std=(1.0,),
+        source="indices",
+    )
+    x, y = degradation.training_subset(data, 12)
+    assert y.tolist() == SUBSET_OF_50
+    assert torch.equal(x.flatten(), torch.tensor(SUBSET_OF_50) / 255.0)  # not augmented
+    _, every = degradation.training_subset(data, 100)  # more than there are: all of them
+    assert every[:12].tolist() == SUBSET_OF_50 and sorted(every.tolist()) == list(range(n))
+
+
 # -- claims on made-up results --------------------------------------------------------------------
 def _identity_results(scratch: dict, diff: float = 1e-7, loss: float = TRAINED) -> dict:
     nets = [
@@ -115,6 +134,22 @@ def test_identity_claims_rest_on_trained_nets_only():
     assert "plain-56 seed 0" in v[1].note and "ResNet-56 seed 0" in v[2].note
 
 
+def test_identity_table_shows_mean_sd_and_every_seed():
+    # The rows as the experiment's own cell formatter wrote them (skiplab 07c5b69).
+    results = _identity_results({"plain": 40.0, "residual": 25.0})
+    results.update(data={"train": "synthetic"}, train_images=40)
+    lines = IdentityConstruction().section(results, [], []).splitlines()
+    assert lines[-2:] == [
+        "| plain | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 1e-08 | "
+        "40.1 ± 0.1% (40.0, 40.1, 40.2) |",
+        "| ResNet | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 30.0 ± 0.0% (30.0, 30.0, 30.0) | 1e-08 | "
+        "25.1 ± 0.1% (25.0, 25.1, 25.2) |",
+    ]
+    results["nets"] = [n for n in results["nets"] if n["seed"] == 0]
+    lines = IdentityConstruction().section(results, [], []).splitlines()
+    assert lines[-1] == "| ResNet | 30.0% | 30.0% | 1e-08 | 25.0% |"
+
+
 def _landscape_results(plain: float, res: float, loss: float = TRAINED) -> dict:
     nets = [
         {
@@ -144,3 +179,23 @@ def test_landscape_claim_needs_a_factor_two(plain, res, status):
 def test_landscape_claim_rests_on_trained_nets_only():
     (v,) = LossLandscape().verdicts(_landscape_results(0.4, 0.02, loss=AT_CHANCE))
     assert v.status == "INCONCLUSIVE" and "plain-56 seed 0" in v.note
+
+
+def test_landscape_table_shows_mean_sd_and_every_seed():
+    # The rows as the experiment's own cell formatter wrote them (skiplab 07c5b69).
+    results = {**_landscape_results(0.4, 0.02), "images": 24, "data": "synthetic"}
+    for n in results["nets"]:
+        n["center_loss"] = 0.5 + 0.01 * n["seed"]
+    lines = LossLandscape().section(results, [], []).splitlines()
+    assert lines[-2:] == [
+        "| plain-56 | 0.51 ± 0.01 | 1 ± 0 | -0.4 ± 0 | 0.42 ± 0.02 | 0.4, 0.42, 0.44 | 0.5 ± 0 |",
+        "| ResNet-56 | 0.51 ± 0.01 | 1 ± 0 | -0.02 ± 0 | 0.021 ± 0.001 | 0.02, 0.021, 0.022 | "
+        "0.5 ± 0 |",
+    ]
+    results["nets"] = [n for n in results["nets"] if n["seed"] == 0]
+    results["nets"][0]["train_loss"] = math.nan
+    lines = LossLandscape().section(results, [], []).splitlines()
+    assert lines[-2:] == [
+        "| plain-56 | 0.5 | 1 | -0.4 | 0.4 | 0.4 | nan |",
+        "| ResNet-56 | 0.5 | 1 | -0.02 | 0.02 | 0.02 | 0.5 |",
+    ]

@@ -4,11 +4,15 @@ HTML rendered by a real Markdown library, with hostile text shown literally."""
 from __future__ import annotations
 
 import json
+import math
 from html.parser import HTMLParser
 from pathlib import Path
+from statistics import mean, stdev
+
+import pytest
 
 from skiplab.experiments.base import Experiment, Figure, Settings, run_one
-from skiplab.experiments.report import build_report, md_text
+from skiplab.experiments.report import build_report, md_text, mean_sd
 from skiplab.experiments.verdict import Claim, Guard
 
 HOSTILE = '![x](a" onerror="alert(1)) <script>alert(2)</script> a|b *c* `d`'
@@ -79,3 +83,25 @@ def test_hostile_text_stays_text(tmp_path):
     widths = {row.count("<td") for row in body.split("<tr>")[2:]}
     assert widths == {9}
     assert '<strong class="v ok">REPRODUCED</strong>' in html
+
+
+def test_mean_sd_cells():
+    assert mean_sd([1.0, 2.0]) == "1.5 ± 0.707"  # the sample sd (n - 1), not 0.5
+    assert mean_sd([0.1234, 0.5678, 2.0]) == "0.897 ± 0.981"
+    assert mean_sd([10.0, 12.0, 14.0], ".1f", "%", each=True) == "12.0 ± 2.0% (10.0, 12.0, 14.0)"
+    assert mean_sd([2.0]) == "2" and mean_sd([12.34], ".1f", "%", each=True) == "12.3%"
+    assert mean_sd([]) == "—"
+    assert mean_sd([math.nan]) == "nan" and mean_sd([math.nan], ".1f", "%") == "nan%"
+
+
+def test_mean_sd_passes_nan_on_as_the_statistics_module_takes_it():
+    # Not filtered: among several values a NaN goes to statistics.stdev, which (depending on
+    # the Python version) returns nan or raises; the cell does what the expression does.
+    values = [1.0, math.nan, 3.0]
+    try:
+        expected = f"{mean(values):.3g} ± {stdev(values):.3g}"
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            mean_sd(values)
+    else:
+        assert mean_sd(values) == expected

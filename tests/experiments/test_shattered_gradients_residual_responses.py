@@ -14,24 +14,19 @@ from skiplab.experiments.residual_responses import ResidualResponses
 from skiplab.experiments.shattered_gradients import ShatteredGradients
 from skiplab.experiments.training import DataPlan
 
-TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
-TINY_NETS = {"widths": (4, 8, 16), "stem_width": 4}
 SEEDS = (0, 1, 2)
 TRAINED, AT_CHANCE = 0.5, 2.3  # final training losses; chance is ln 10 = 2.303
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_degradation):
     patch = pytest.MonkeyPatch()
-    patch.setitem(
-        degradation.BUDGETS,
-        "quick",
-        degradation.DegradationBudget((8, 14), 1, 16, 0.1, TINY_DATA, TINY_NETS),
-    )
     patch.setitem(
         shattered_gradients.BUDGETS,
         "quick",
-        shattered_gradients.ShatterBudget((8, 14), 8, DataPlan(20, 20, 8), TINY_NETS),
+        shattered_gradients.ShatterBudget(
+            (8, 14), 8, DataPlan(20, 20, 8), tiny_degradation.model_args
+        ),
     )
     patch.setitem(residual_responses.BUDGETS, "quick", residual_responses.ResponsesBudget(16))
     out = tmp_path_factory.mktemp("run")

@@ -31,15 +31,8 @@ TINY_DATA = DataPlan(train_size=64, test_size=32, resolution=16)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_degradation):
     patch = pytest.MonkeyPatch()
-    patch.setitem(
-        degradation.BUDGETS,
-        "quick",
-        degradation.DegradationBudget(
-            (8, 14), 1, 16, 0.1, TINY_DATA, {"widths": (4, 8, 16), "stem_width": 4}
-        ),
-    )
     patch.setitem(
         gradient_flow.BUDGETS,
         "quick",

@@ -17,8 +17,9 @@ from pathlib import Path
 from statistics import mean, stdev
 
 import matplotlib
+import torch
 
-from skiplab.data import ArrayDataset
+from skiplab.data import ArrayDataset, DeviceLoader
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, save_figure, subplots
 from skiplab.experiments.training import (
@@ -57,6 +58,9 @@ BUDGETS = {
     "paper": DegradationBudget((20, 32, 44, 56, 110), 164, 128, 0.1, DataPlan(), {}),
 }
 KINDS = {"plain": "plain", "residual": "resnet"}
+# The training images that experiments measure the trained nets on (identity-construction,
+# loss-landscape): a fixed random subset, the same for every net.
+SUBSET_SEED = 7
 CURVE_KEYS = ("step", "lr", "train_loss", "train_error", "val_error")
 
 # The claims, judged over the whole depth sweep: the margin of one seed is the least-squares
@@ -137,6 +141,18 @@ def train_net(
         warmup="error",
         warmup_steps=budget.warmup_steps,
     )
+
+
+def training_subset(
+    train: ArrayDataset, size: int, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``min(size, len(train))`` training images and their labels, on ``device``, to measure
+    the trained nets on: a fixed random subset (seeded by :data:`SUBSET_SEED`, the same for
+    every net and experiment), normalised, without augmentation."""
+    loader = DeviceLoader(
+        train, min(size, len(train)), train=True, augment=False, seed=SUBSET_SEED, device=device
+    )
+    return loader.batch(0, 0)
 
 
 class Degradation(Experiment):

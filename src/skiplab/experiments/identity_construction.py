@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.degradation import label as _name
-from skiplab.experiments.report import md_text, save_figure, subplots
+from skiplab.experiments.report import md_text, mean_sd, save_figure, subplots
 from skiplab.experiments.training import classification_data, train_in_parallel
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 from skiplab.models import create_model
@@ -56,7 +56,6 @@ BUDGETS = {
     "paper": IdentityBudget(50000, 1000),
 }
 KINDS = ("plain", "residual")
-SUBSET_SEED = 7  # the training images measured: a fixed random subset, the same for every net
 DIGITS = 5.0
 
 SAME_FUNCTION = Claim(
@@ -131,10 +130,7 @@ class IdentityConstruction(Experiment):
         x_check, _ = DeviceLoader(
             test, min(budget.check_images, len(test)), train=False, device=device
         ).batch(0, 0)
-        n_train = min(budget.train_images, len(train))
-        x_train, y_train = DeviceLoader(
-            train, n_train, train=True, augment=False, seed=SUBSET_SEED, device=device
-        ).batch(0, 0)
+        x_train, y_train = degradation.training_subset(train, budget.train_images, device)
         rows = []
         for seed in settings.seeds:
             for kind in KINDS:
@@ -306,19 +302,13 @@ class IdentityConstruction(Experiment):
             rows = self._rows(results, kind)
             if not rows:
                 continue
-            cells = []
-            for key in ("shallow", "constructed"):
-                cells.append(_cell([r[f"{key}_train_error"] for r in rows]))
+            shallow_net, built, scratch = (
+                mean_sd([r[f"{key}_train_error"] for r in rows], ".1f", "%", each=True)
+                for key in ("shallow", "constructed", "scratch")
+            )
             rel = max(r["max_logit_diff"] / max(r["max_logit"], 1e-30) for r in rows)
             lines.append(
-                f"| {'ResNet' if kind == 'residual' else 'plain'} | {cells[0]} | {cells[1]} | "
-                f"{rel:.2g} | {_cell([r['scratch_train_error'] for r in rows])} |"
+                f"| {'ResNet' if kind == 'residual' else 'plain'} | {shallow_net} | {built} | "
+                f"{rel:.2g} | {scratch} |"
             )
         return "\n".join(lines)
-
-
-def _cell(values: list[float]) -> str:
-    each = ", ".join(f"{v:.1f}" for v in values)
-    if len(values) == 1:
-        return f"{values[0]:.1f}%"
-    return f"{mean(values):.1f} ± {stdev(values):.1f}% ({each})"

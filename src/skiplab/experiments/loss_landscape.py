@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +35,10 @@ from skiplab.analysis.landscape import (
     hessian_extreme_eigenvalues,
     loss_surface,
 )
-from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.degradation import label as _name
-from skiplab.experiments.report import md_text, save_figure, subplots
+from skiplab.experiments.report import md_text, mean_sd, save_figure, subplots
 from skiplab.experiments.training import classification_data, train_in_parallel
 from skiplab.experiments.verdict import Claim, Verdict, trained_guard
 
@@ -63,7 +62,6 @@ BUDGETS = {
     "paper": LandscapeBudget(51, 50000, 50),
 }
 KINDS = ("plain", "residual")
-SUBSET_SEED = 7  # the training images measured: a fixed random subset, the same for every net
 DIRECTION_SEEDS = (1001, 1002)  # offset by the net's seed
 
 LESS_CONVEX = Claim(
@@ -96,10 +94,8 @@ class LossLandscape(Experiment):
         }
         train_in_parallel(settings, degradation.train_net, list(tasks.values()))
         device = settings.device
-        n = min(budget.images, len(train))
-        x, y = DeviceLoader(
-            train, n, train=True, augment=False, seed=SUBSET_SEED, device=device
-        ).batch(0, 0)
+        x, y = degradation.training_subset(train, budget.images, device)
+        n = x.shape[0]
         batches = [(x[i : i + budget.batch], y[i : i + budget.batch])
                    for i in range(0, n, budget.batch)]  # fmt: skip
         grid = torch.linspace(-budget.span, budget.span, budget.points)
@@ -256,17 +252,12 @@ class LossLandscape(Experiment):
             if not rows:
                 continue
             each = ", ".join(f"{r['ratio']:.3g}" for r in rows)
+            center, top, bottom, ratio, loss = (
+                mean_sd([r[key] for r in rows])
+                for key in ("center_loss", "lambda_max", "lambda_min", "ratio", "train_loss")
+            )
             lines.append(
-                f"| {_name(kind, results['deep'])} | {_ms([r['center_loss'] for r in rows])} | "
-                f"{_ms([r['lambda_max'] for r in rows])} | {_ms([r['lambda_min'] for r in rows])} "
-                f"| {_ms([r['ratio'] for r in rows])} | "
-                f"{each} | "
-                f"{_ms([r['train_loss'] for r in rows])} |"
+                f"| {_name(kind, results['deep'])} | {center} | {top} | {bottom} | {ratio} | "
+                f"{each} | {loss} |"
             )
         return "\n".join(lines)
-
-
-def _ms(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3g}"
-    return f"{mean(values):.3g} ± {stdev(values):.3g}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from statistics import mean, stdev
 
 from markdown_it import MarkdownIt
 from matplotlib.figure import Figure as MplFigure
@@ -86,6 +87,25 @@ _BUDGET_STATEMENTS = {
 def md_text(text) -> str:
     """``text`` as literal Markdown: punctuation escaped, one line (safe in a table cell)."""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def mean_sd(values: list[float], spec: str = ".3g", unit: str = "", *, each: bool = False) -> str:
+    """A table cell for the numbers of several seeds: ``"mean ± sd<unit>"``, the sample standard
+    deviation (n - 1), each number formatted with ``spec``.
+
+    One value is shown alone (``"<value><unit>"``); no value is ``"—"``. ``each`` appends every
+    value in brackets (``"1.0 ± 0.1% (0.9, 1.1)"``). Values are not filtered: a lone NaN shows
+    as ``nan``, and among several values a NaN or infinity goes to :func:`statistics.stdev` as
+    it is (which raises on Python 3.11).
+    """
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:{spec}}{unit}"
+    text = f"{mean(values):{spec}} ± {stdev(values):{spec}}{unit}"
+    if each:
+        text += " (" + ", ".join(f"{v:{spec}}" for v in values) + ")"
+    return text
 
 
 def build_report(run_dir: Path, experiments: list[Experiment]) -> Path:
@@ -290,4 +310,12 @@ def markdown_to_html(text: str) -> str:
     )
 
 
-__all__ = ["Figure", "build_report", "markdown_to_html", "md_text", "save_figure", "subplots"]
+__all__ = [
+    "Figure",
+    "build_report",
+    "markdown_to_html",
+    "md_text",
+    "mean_sd",
+    "save_figure",
+    "subplots",
+]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import matplotlib
 
@@ -31,7 +31,7 @@ from skiplab.data import DeviceLoader
 from skiplab.experiments import degradation
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.degradation import label as _name
-from skiplab.experiments.report import md_text, save_figure, subplots
+from skiplab.experiments.report import md_text, mean_sd, save_figure, subplots
 from skiplab.experiments.training import classification_data, train_in_parallel
 from skiplab.experiments.verdict import Claim, Guard, Verdict, trained_guard
 
@@ -280,8 +280,8 @@ class ResidualResponses(Experiment):
                 ratios = [mean(r["norm_ratio"]) for r in rows]
                 losses = [r["train_loss"] for r in rows]
                 lines.append(
-                    f"| {_name(kind, depth)} | {depth} | {_mean_sd(stds)} | {_each(stds)} | "
-                    f"{_mean_sd(ratios)} | {_each(ratios)} | {_mean_sd(losses)} |"
+                    f"| {_name(kind, depth)} | {depth} | {mean_sd(stds)} | {_each(stds)} | "
+                    f"{mean_sd(ratios)} | {_each(ratios)} | {mean_sd(losses)} |"
                 )
         return "\n".join(lines)
 
@@ -300,11 +300,3 @@ def _no_net_why() -> str:
 
 def _each(values: list[float]) -> str:
     return ", ".join(f"{v:.3g}" for v in values) or "—"
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.3g}"
-    return f"{mean(values):.3g} ± {stdev(values):.3g}"
