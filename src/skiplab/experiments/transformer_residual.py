@@ -34,11 +34,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 from skiplab.data.text import TextDataset
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import md_text, save_figure, subplots
+from skiplab.experiments.report import md_text, mean_sd, save_figure, subplots
 from skiplab.experiments.training import RunOutcome, run_rows, train_run, train_runs
 from skiplab.experiments.transformer_gradients import text_data
 from skiplab.experiments.verdict import Claim, Guard, Verdict
@@ -333,8 +333,8 @@ class TransformerResidual(Experiment):
 
         def measured(label_a, ra, label_b, rb, fn=final, unit="final val bits/char"):
             return (
-                f"{unit}: {label_a} {_fmt([fn(r) for r in ra])}, "
-                f"{label_b} {_fmt([fn(r) for r in rb])}"
+                f"{unit}: {label_a} {mean_sd([fn(r) for r in ra], '.3f')}, "
+                f"{label_b} {mean_sd([fn(r) for r in rb], '.3f')}"
             )
 
         m, plain, pre = self._paired(
@@ -550,13 +550,7 @@ class TransformerResidual(Experiment):
                 lost = sum(bool(r["diverged"]) for r in runs)
                 lines.append(
                     f"| {LABELS[variant]} | {'yes' if warm else 'no'} | {depth} | "
-                    f"{_fmt(finals)} | {', '.join(f'{v:.3f}' for v in finals)} | "
-                    f"{_fmt(speeds)} | {ok} of {len(runs)} | {lost} of {len(runs)} |"
+                    f"{mean_sd(finals, '.3f')} | {', '.join(f'{v:.3f}' for v in finals)} | "
+                    f"{mean_sd(speeds, '.3f')} | {ok} of {len(runs)} | {lost} of {len(runs)} |"
                 )
         return "\n".join(lines)
-
-
-def _fmt(values: list[float], digits: int = 3) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
