@@ -45,6 +45,25 @@ def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
+def plot_mean_range(
+    ax,
+    xs,
+    per_x: list[list[float]],
+    color,
+    label: str,
+    style: str = "-o",
+    alpha: float = 0.15,
+    **line,
+) -> None:
+    """The spread over seeds in a figure: the mean of each ``per_x`` entry (the values of every
+    seed at that x) as a line, their range as a band (drawn only with two or more seeds)."""
+    ax.plot(xs, [mean(v) for v in per_x], style, color=color, label=label, **line)
+    if min(len(v) for v in per_x) > 1:
+        ax.fill_between(
+            xs, [min(v) for v in per_x], [max(v) for v in per_x], color=color, alpha=alpha, lw=0
+        )
+
+
 def save_figure(fig, folder: Path, stem: str) -> None:
     """Save ``fig`` as ``stem.png`` and ``stem.svg`` in ``folder``."""
     fig.savefig(folder / f"{stem}.png", dpi=120, bbox_inches="tight")

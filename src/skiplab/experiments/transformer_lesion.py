@@ -33,7 +33,7 @@ from skiplab.analysis.paths import path_length_distribution
 from skiplab.data.text import TextDataset
 from skiplab.experiments import transformer_residual as tr
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import md_text, save_figure, subplots
+from skiplab.experiments.report import md_text, plot_mean_range, save_figure, subplots
 from skiplab.experiments.training import train_in_parallel
 from skiplab.experiments.verdict import Claim, Verdict
 from skiplab.train import evaluate
@@ -216,27 +216,9 @@ class TransformerLesion(Experiment):
                 per_block = list(zip(*(self.damage(n, part) for n in nets), strict=True))
                 if not per_block:
                     continue
-                ax.plot(
-                    blocks,
-                    [mean(v) for v in per_block],
-                    "-o",
-                    ms=3,
-                    color=colors[part],
-                    label={
-                        "attn": "attention deleted",
-                        "mlp": "MLP deleted",
-                        "both": "whole block deleted",
-                    }[part],
-                )
-                if len(nets) > 1:
-                    ax.fill_between(
-                        blocks,
-                        [min(v) for v in per_block],
-                        [max(v) for v in per_block],
-                        color=colors[part],
-                        alpha=0.15,
-                        lw=0,
-                    )
+                names = {"attn": "attention deleted", "mlp": "MLP deleted",
+                         "both": "whole block deleted"}  # fmt: skip
+                plot_mean_range(ax, blocks, per_block, colors[part], names[part], ms=3)
                 top = max(top, max(max(v) for v in per_block))
             ax.set_title(f"{'Pre' if norm == 'pre' else 'Post'}-LN, {deep} blocks", fontsize=9)
             ax.set_xlabel("block deleted")

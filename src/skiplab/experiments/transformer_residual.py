@@ -34,11 +34,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean
 
 from skiplab.data.text import TextDataset
 from skiplab.experiments.base import Experiment, Figure, Settings
-from skiplab.experiments.report import md_text, mean_sd, save_figure, subplots
+from skiplab.experiments.report import md_text, mean_sd, plot_mean_range, save_figure, subplots
 from skiplab.experiments.training import RunOutcome, run_rows, train_run, train_runs
 from skiplab.experiments.transformer_gradients import text_data
 from skiplab.experiments.verdict import Claim, Guard, Verdict
@@ -312,106 +311,43 @@ class TransformerResidual(Experiment):
             f"{GUARD_FRACTION} x unigram entropy",
         )
 
-    def _paired(
-        self, results, a: tuple, b: tuple, fn
-    ) -> tuple[list[float], list[dict], list[dict]]:
-        """Per-seed ``fn(run_a) - fn(run_b)`` for two cells (variant, warm, depth)."""
-        ra, rb = self._runs(results, *a), self._runs(results, *b)
-        if [r["seed"] for r in ra] != [r["seed"] for r in rb]:
-            raise ValueError(f"cells {a} and {b} have different seeds")
-        return [fn(x) - fn(y) for x, y in zip(ra, rb, strict=True)], ra, rb
-
     def verdicts(self, results: dict) -> list[Verdict]:
         shallow, deep = results["depths"]
         final = lambda r: self.final_bits(results, r)  # noqa: E731
         speed = lambda r: self.mean_train_bits(r, results)  # noqa: E731
-        guard = lambda runs: [self.guard(results, r) for r in runs]  # noqa: E731
+        final_unit, speed_unit = "final val bits/char", "training bits/char averaged over the run"
+        # One row per claim: cell a and cell b (variant, warm-up, depth) with their labels, the
+        # quantity, whose guards count ("a", "b" or both), and the per-seed margin from
+        # a_value - b_value.
+        rows = [
+            (NO_RESIDUAL, ("plain", True, deep), f"no-residual-{deep}", ("pre", True, deep),
+             f"Pre-LN-{deep}", final, final_unit, "b", lambda d: d),
+            (POST_NEEDS_WARMUP, ("post", False, deep), "no warm-up", ("post", True, deep),
+             "warm-up", final, final_unit, "b", lambda d: d),
+            (PRE_NO_WARMUP, ("pre", False, deep), "Pre-LN no warm-up", ("pre", True, deep),
+             "warm-up", final, final_unit, "b", lambda d: _BITS - d),
+            (POST_DEGRADES, ("post", True, deep), f"Post-LN-{deep}", ("post", True, shallow),
+             f"Post-LN-{shallow}", final, final_unit, "b", lambda d: d),
+            (PRE_IMPROVES, ("pre", True, shallow), f"Pre-LN-{shallow}", ("pre", True, deep),
+             f"Pre-LN-{deep}", final, final_unit, "ab", lambda d: d),
+            (REZERO_FASTER, ("pre", True, deep), f"Pre-LN-{deep}", ("rezero", True, deep),
+             f"ReZero-{deep}", speed, speed_unit, "ab", lambda d: d),
+        ]  # fmt: skip
         out = []
-
-        def cell(variant, warm, depth):
-            return (variant, warm, depth)
-
-        def measured(label_a, ra, label_b, rb, fn=final, unit="final val bits/char"):
-            return (
+        for claim, a, label_a, b, label_b, fn, unit, guarded, margin in rows:
+            ra, rb = self._runs(results, *a), self._runs(results, *b)
+            if [r["seed"] for r in ra] != [r["seed"] for r in rb]:
+                raise ValueError(f"cells {a} and {b} have different seeds")
+            margins = [margin(fn(x) - fn(y)) for x, y in zip(ra, rb, strict=True)]
+            measured = (
                 f"{unit}: {label_a} {mean_sd([fn(r) for r in ra], '.3f')}, "
                 f"{label_b} {mean_sd([fn(r) for r in rb], '.3f')}"
             )
-
-        m, plain, pre = self._paired(
-            results, cell("plain", True, deep), cell("pre", True, deep), final
-        )
-        out.append(
-            NO_RESIDUAL.verdict(
-                self.name,
-                measured(f"no-residual-{deep}", plain, f"Pre-LN-{deep}", pre),
-                m,
-                guard(pre),
-                deep=deep,
+            runs = (ra if "a" in guarded else []) + (rb if "b" in guarded else [])
+            guards = [self.guard(results, r) for r in runs]
+            out.append(
+                claim.verdict(self.name, measured, margins, guards, deep=deep, shallow=shallow)
             )
-        )
-        m, cold, warm = self._paired(
-            results, cell("post", False, deep), cell("post", True, deep), final
-        )
-        out.append(
-            POST_NEEDS_WARMUP.verdict(
-                self.name, measured("no warm-up", cold, "warm-up", warm), m, guard(warm), deep=deep
-            )
-        )
-        m, cold, warm = self._paired(
-            results, cell("pre", False, deep), cell("pre", True, deep), final
-        )
-        out.append(
-            PRE_NO_WARMUP.verdict(
-                self.name,
-                measured("Pre-LN no warm-up", cold, "warm-up", warm),
-                [_BITS - v for v in m],
-                guard(warm),
-                deep=deep,
-            )
-        )
-        m, d, s = self._paired(
-            results, cell("post", True, deep), cell("post", True, shallow), final
-        )
-        out.append(
-            POST_DEGRADES.verdict(
-                self.name,
-                measured(f"Post-LN-{deep}", d, f"Post-LN-{shallow}", s),
-                m,
-                guard(s),
-                deep=deep,
-                shallow=shallow,
-            )
-        )
-        m, s, d = self._paired(results, cell("pre", True, shallow), cell("pre", True, deep), final)
-        out.append(
-            PRE_IMPROVES.verdict(
-                self.name,
-                measured(f"Pre-LN-{deep}", d, f"Pre-LN-{shallow}", s),
-                m,
-                guard(s) + guard(d),
-                deep=deep,
-                shallow=shallow,
-            )
-        )
-        m, pre, rz = self._paired(
-            results, cell("pre", True, deep), cell("rezero", True, deep), speed
-        )
-        out.append(
-            REZERO_FASTER.verdict(
-                self.name,
-                measured(
-                    f"Pre-LN-{deep}",
-                    pre,
-                    f"ReZero-{deep}",
-                    rz,
-                    speed,
-                    "training bits/char averaged over the run",
-                ),
-                m,
-                guard(pre) + guard(rz),
-                deep=deep,
-            )
-        )
         return out
 
     # -- figures and report ---------------------------------------------------------------------
@@ -435,25 +371,11 @@ class TransformerResidual(Experiment):
                 per = [
                     [r["curve"][i]["val_bits_per_char"] for r in runs] for i in range(len(steps))
                 ]
-                style = "-" if warm else "--"
-                ax.plot(
-                    steps,
-                    [mean(v) for v in per],
-                    style,
-                    marker="o",
-                    ms=3,
-                    color=colors[variant],
-                    label=f"{LABELS[variant]}{'' if warm else ', no warm-up'}",
-                )
-                if len(runs) > 1:
-                    ax.fill_between(
-                        steps,
-                        [min(v) for v in per],
-                        [max(v) for v in per],
-                        color=colors[variant],
-                        alpha=0.12,
-                        lw=0,
-                    )
+                plot_mean_range(
+                    ax, steps, per, colors[variant],
+                    f"{LABELS[variant]}{'' if warm else ', no warm-up'}",
+                    "-o" if warm else "--x", alpha=0.12, ms=5,
+                )  # fmt: skip
             ax.axhline(results["unigram_bits"], color="grey", ls=":", label="unigram model")
             ax.set_ylim(bottom, top)
             ax.set_title(f"{depth} blocks", fontsize=9)
