@@ -198,3 +198,22 @@ def test_command_line_train_eval_and_predict(tmp_path, capsys):
     assert "mean" not in record
     assert main(["predict", "--run", str(run), str(tmp_path), "--out", str(tmp_path / "p")]) == 2
     assert "is a language model: predict takes images" in capsys.readouterr().err
+
+
+def test_train_on_the_shared_tinyshakespeare(tmp_path, shared_dir):
+    """`skiplab train --data tinyshakespeare` on the real file: two steps, then the whole
+    validation split (111,540 characters) evaluated in windows of 16."""
+    path = shared_dir / "data" / "tinyshakespeare" / "input.txt"
+    if not path.is_file():
+        pytest.skip(f"tinyshakespeare not found at {path}")
+    run = tmp_path / "run"
+    args = ["train", "--model", "gpt_d2", "--model-arg", "n_embd=16", "--model-arg", "n_head=2"]
+    args += ["--data", "tinyshakespeare", "--data-dir", str(path), "--steps", "2"]
+    args += ["--batch-size", "4", "--block-size", "16", "--eval-batch-size", "512"]
+    args += ["--optimizer", "adamw", "--lr", "1e-3", "--out", str(run), "--progress", "off"]
+    assert main([*args, "--device", "cpu"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model_args"]["vocab_size"] == 65 and saved["val_split"] == "val"
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    # Two steps from a random start: near the uniform guess over 65 characters (6.02 bits).
+    assert 4.0 < row["val_bits_per_char"] < 6.5
