@@ -35,7 +35,7 @@ from skiplab.experiments import transformer_residual as tr
 from skiplab.experiments.base import Experiment, Figure, Settings
 from skiplab.experiments.report import md_text, plot_mean_range, save_figure, subplots
 from skiplab.experiments.training import train_in_parallel
-from skiplab.experiments.verdict import Claim, Verdict
+from skiplab.experiments.verdict import Claim, Guard, Verdict
 from skiplab.train import evaluate
 
 NORMS = ("pre", "post")
@@ -155,21 +155,16 @@ class TransformerLesion(Experiment):
     def damage(net: dict, part: str) -> list[float]:
         return [v - net["intact"] for v in net[part]]
 
-    def _guards(self, results: dict, nets: list[dict]):
-        # The nets' own guard, as transformer-residual judges them (final validation loss on
-        # the whole split against the unigram model).
-        fake = {"unigram_bits": results["unigram_bits"]}
+    @staticmethod
+    def _guards(results: dict, nets: list[dict]) -> list[Guard]:
+        """The nets' own guard, as transformer-residual judges them (final validation loss on
+        the whole split against the unigram model)."""
         return [
-            tr.TransformerResidual.guard(
-                fake,
-                {
-                    "variant": n["norm"],
-                    "warm": True,
-                    "depth": results["depth"],
-                    "seed": n["seed"],
-                    "diverged": None,
-                    "curve": [{"val_bits_per_char": n["final_val_bits"]}],
-                },
+            tr.text_guard(
+                f"{'Pre' if n['norm'] == 'pre' else 'Post'}-LN-{results['depth']} warm-up "
+                f"seed {n['seed']}",
+                n["final_val_bits"],
+                results["unigram_bits"],
             )
             for n in nets
         ]

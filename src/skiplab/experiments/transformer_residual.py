@@ -160,6 +160,24 @@ def unigram_bits(data: TextDataset) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+def text_guard(net: str, bits: float, unigram: float) -> Guard:
+    """A character model trained when its final validation loss (bits per character) is below
+    GUARD_FRACTION x the unigram entropy ``unigram``."""
+    bound = GUARD_FRACTION * unigram
+    ok = math.isfinite(bits) and bits < bound
+    return Guard(
+        net,
+        ok,
+        f"val {bits:.3f} bits/char {'<' if ok else '>='} {bound:.3f} = "
+        f"{GUARD_FRACTION} x unigram entropy",
+    )
+
+
+def warmup_steps(budget: ResidualBudget) -> int:
+    """The linear warm-up's length: a tenth of the run, at least one step."""
+    return max(1, round(WARMUP_FRACTION * budget.steps))
+
+
 def run_name(variant: str, warm: bool, depth: int, budget: str, seed: int) -> str:
     return f"gpt-{variant}{depth}-{'warm' if warm else 'nowarm'}-{budget}-seed{seed}"
 
@@ -175,7 +193,6 @@ def train_spec(
     val: TextDataset,
 ) -> dict:
     """The :func:`skiplab.experiments.training.train_run` arguments of one net."""
-    warmup_steps = max(1, round(WARMUP_FRACTION * budget.steps))
     return {
         "run_dir": settings.out_dir,
         "name": run_name(variant, warm, depth, settings.budget, seed),
@@ -201,7 +218,7 @@ def train_spec(
         "min_lr": budget.lr * MIN_LR_FRACTION,
         "warmup": "linear" if warm else "none",
         "warmup_lr": budget.lr / 100,
-        "warmup_steps": warmup_steps,
+        "warmup_steps": warmup_steps(budget),
         "channels_last": False,  # token ids have no channels
         "augment": False,
     }
@@ -251,7 +268,7 @@ class TransformerResidual(Experiment):
             "betas": list(BETAS),
             "weight_decay": WEIGHT_DECAY,
             "min_lr": budget.lr * MIN_LR_FRACTION,
-            "warmup_steps": max(1, round(WARMUP_FRACTION * budget.steps)),
+            "warmup_steps": warmup_steps(budget),
             "model_args": dict(budget.model_args),
             "vocab": len(train.vocab),
             "uniform_bits": math.log2(len(train.vocab)),
@@ -299,17 +316,7 @@ class TransformerResidual(Experiment):
         )
         if run["diverged"]:
             return Guard(net, False, f"diverged: {run['diverged']}")
-        bits, bound = (
-            run["curve"][-1]["val_bits_per_char"],
-            GUARD_FRACTION * results["unigram_bits"],
-        )
-        ok = math.isfinite(bits) and bits < bound
-        return Guard(
-            net,
-            ok,
-            f"val {bits:.3f} bits/char {'<' if ok else '>='} {bound:.3f} = "
-            f"{GUARD_FRACTION} x unigram entropy",
-        )
+        return text_guard(net, run["curve"][-1]["val_bits_per_char"], results["unigram_bits"])
 
     def verdicts(self, results: dict) -> list[Verdict]:
         shallow, deep = results["depths"]

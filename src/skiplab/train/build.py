@@ -87,6 +87,13 @@ def check_data_settings(cfg: TrainConfig, data: Data) -> None:
         )
 
 
+def head_args(data: Data) -> dict:
+    """The model argument the data decide: ``vocab_size`` for text, else ``num_classes``."""
+    if data.task == TEXT_TASK:
+        return {"vocab_size": len(data.vocab)}
+    return {"num_classes": len(data.classes)}
+
+
 def model_and_config(
     cfg: TrainConfig, data: Data, model: nn.Module | None
 ) -> tuple[nn.Module, TrainConfig]:
@@ -103,10 +110,8 @@ def model_and_config(
                 f"model {cfg.model!r} is a {entry.task} model; the data {data.source!r} is for "
                 f"{data.task}"
             )
-        if text:
-            args = {"vocab_size": len(data.vocab), **cfg.model_args}
-        else:
-            args = {"num_classes": len(data.classes), **cfg.model_args}
+        args = {**head_args(data), **cfg.model_args}
+        if not text:
             in_chans = data.images.shape[1]
             if entry.input_size[0] != in_chans:
                 args.setdefault("in_chans", in_chans)

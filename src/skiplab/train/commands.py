@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skiplab.data import TextDataset, load_dataset
+from skiplab.data import load_dataset
 from skiplab.data.imagefolder import check_image_file, read_image
 from skiplab.data.limits import ENV_VAR, parse_bytes
 from skiplab.data.text import TASK as TEXT_TASK
 from skiplab.fileio import atomic_write, atomic_write_csv
 from skiplab.models import create_model
 from skiplab.models.pretrained import load_pretrained, read_weights_file
+from skiplab.train.build import head_args
 from skiplab.train.config import (
     AMPS,
     COMPILE_MODES,
@@ -74,7 +75,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def text_data(data) -> bool:
-    return isinstance(data, TextDataset)
+    return data.task == TEXT_TASK
 
 
 def add_train_commands(sub) -> None:
@@ -286,12 +287,9 @@ def _eval(args: argparse.Namespace) -> int:
         if not (args.model and args.data):
             raise ValueError(f"{args.checkpoint} is a plain weights file: give --model and --data")
         read_weights_file(args.checkpoint)  # refuses an unsafe file before any other work
-        data = load_dataset(args.data, args.split or "test", data_dir=args.data_dir)
         split = args.split or "test"
-        if text_data(data):
-            model = create_model(args.model, vocab_size=len(data.vocab))
-        else:
-            model = create_model(args.model, num_classes=len(data.classes))
+        data = load_dataset(args.data, split, data_dir=args.data_dir)
+        model = create_model(args.model, **head_args(data))
         report = load_pretrained(model, args.checkpoint)
         where, loss, source = str(args.checkpoint), "ce", f"sha256 {report.sha256}"
         tta_flip = bool(args.tta_flip)
